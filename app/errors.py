@@ -1,0 +1,83 @@
+"""The one error envelope, ``{"error": {"message", "type", "param", "code"}}``, and the table that fills it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.rag.errors import (
+    DocumentParseError,
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    UnsupportedFileTypeError,
+    WendaError,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[WendaError], int] = {
+    InvalidInputError: 400,
+    NotFoundError: 404,
+    PayloadTooLargeError: 413,
+    UnsupportedFileTypeError: 415,
+    DocumentParseError: 422,
+    NotReadyError: 503,
+}
+
+
+def envelope(
+    status: int, message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return JSONResponse(status_code=status, content=body)
+
+
+def _status_for(error: WendaError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return 400
+
+
+async def _wenda_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, WendaError)
+    status = _status_for(error)
+    kind = "invalid_request_error" if status < 500 else "service_unavailable"
+    return envelope(status, error.message, kind, param=error.param, code=error.code)
+
+
+async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    first = error.errors()[0] if error.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = (
+        f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid request"))
+    )
+    return envelope(422, message, "invalid_request_error", param=param, code="validation_error")
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    return envelope(
+        error.status_code, str(error.detail), "invalid_request_error", code=f"http_{error.status_code}"
+    )
+
+
+async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    # Never echo exception text: it can carry paths, SQL or document content.
+    logger.exception("unhandled error", exc_info=error)
+    return envelope(500, "internal server error; see the server log", "server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WendaError, _wenda_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

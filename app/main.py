@@ -1,0 +1,53 @@
+"""The application factory and its lifespan: long-lived objects are built once, here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.api import collections, documents, health, jobs, retrieve
+from app.config import Settings
+from app.errors import install_error_handlers
+from app.search_index import reconcile_all
+from app.services import Services, build_services
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the API. ``services`` lets tests hand in objects built on fakes."""
+    settings = settings or (services.settings if services else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services if services is not None else await run_in_threadpool(build_services, settings)
+        # The index is a cache of SQL: make it agree before the first search.
+        reports = await run_in_threadpool(reconcile_all, built.session_factory, built.store)
+        for report in reports:
+            if report.action != "ok":
+                logger.warning("index reconciled: %s", report)
+        app.state.services = built
+        if settings.worker.in_process:
+            built.worker.start(settings.worker.threads)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await run_in_threadpool(built.worker.stop)
+            built.engine.dispose()
+
+    app = FastAPI(
+        title="wenda",
+        summary="Document question answering over your own files, with checked citations.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (health.router, collections.router, documents.router, jobs.router, retrieve.router):
+        app.include_router(router)
+    return app

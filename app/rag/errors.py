@@ -1,0 +1,40 @@
+"""Typed domain errors. ``app.errors`` maps each class to an HTTP status and the error envelope."""
+
+from __future__ import annotations
+
+
+class WendaError(Exception):
+    """Base of every error a user can act on; ``message`` is shown to them verbatim."""
+
+    code = "wenda_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class NotFoundError(WendaError):
+    code = "not_found"
+
+
+class InvalidInputError(WendaError):
+    code = "invalid_input"
+
+
+class PayloadTooLargeError(WendaError):
+    code = "payload_too_large"
+
+
+class UnsupportedFileTypeError(WendaError):
+    code = "unsupported_file_type"
+
+
+class DocumentParseError(WendaError):
+    """The file was accepted but cannot be turned into text (broken, encrypted, image-only, too slow)."""
+
+    code = "parse_failed"
+
+
+class NotReadyError(WendaError):
+    code = "not_ready"

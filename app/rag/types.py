@@ -1,0 +1,76 @@
+"""Domain types shared by ingestion and retrieval: frozen, plain data, no framework imports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class FileType(enum.StrEnum):
+    PDF = "pdf"
+    DOCX = "docx"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    TEXT = "text"
+
+    @property
+    def mime(self) -> str:
+        return _MIME[self]
+
+
+_MIME = {
+    FileType.PDF: "application/pdf",
+    FileType.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    FileType.HTML: "text/html",
+    FileType.MARKDOWN: "text/markdown",
+    FileType.TEXT: "text/plain",
+}
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A heading found by a parser: ``start`` is its character offset in ``ParsedDocument.text``."""
+
+    start: int
+    level: int
+    title: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """The text a document's chunks and citations are measured against."""
+
+    text: str
+    file_type: FileType
+    title: str = ""
+    headings: tuple[Heading, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ChunkDraft:
+    """A chunk before it has an id: ``text == document_text[start:end]`` always holds."""
+
+    ordinal: int
+    text: str
+    start: int
+    end: int
+    section: str
+    token_count: int
+
+
+@dataclass(frozen=True)
+class ScoredId:
+    chunk_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    chunk_id: int
+    document_id: int
+    source: str
+    text: str
+    score: float
+    start: int
+    end: int
+    section: str = ""

@@ -1,0 +1,74 @@
+"""HTTP contract for collections, documents and jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+JobStage = Literal["parse", "chunk", "embed", "index"]
+
+
+class UploadResponse(BaseModel):
+    document_id: int
+    job_id: int | None
+    status: str = Field(
+        description="queued for a new document; the existing document's status for a duplicate"
+    )
+    duplicate: bool = False
+
+
+class DocumentPublic(BaseModel):
+    document_id: int
+    collection: str
+    filename: str
+    size_bytes: int
+    mime: str
+    content_hash: str
+    status: Literal["queued", "processing", "ready", "failed"]
+    title: str
+    chunk_count: int
+    metadata: dict[str, Any]
+    job_id: int | None
+    error: str | None
+    created_at: datetime
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    document_count: int
+    chunk_count: int
+    embedding_model: str
+    created_at: datetime
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionPublic]
+
+
+class JobPublic(BaseModel):
+    job_id: int
+    document_id: int
+    status: JobStatus
+    stage: JobStage
+    progress: float = Field(ge=0.0, le=1.0)
+    error: str | None
+    attempts: int
+    timings: dict[str, float]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class DeleteResponse(BaseModel):
+    document_id: int
+    deleted: bool = True

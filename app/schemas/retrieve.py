@@ -1,0 +1,29 @@
+"""HTTP contract for retrieval."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class RetrieveRequest(BaseModel):
+    collection: str = Field(min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int | None = Field(None, ge=1, description="Defaults to the server's retrieval.default_top_k.")
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Defaults to the server's.")
+
+
+class RetrievedChunkPublic(BaseModel):
+    chunk_id: int
+    document_id: int
+    source: str = Field(description="The uploaded filename.")
+    text: str
+    score: float
+    start: int = Field(description="Character offset of the chunk in the parsed document.")
+    end: int
+    section: str
+
+
+class RetrieveResponse(BaseModel):
+    chunks: list[RetrievedChunkPublic]

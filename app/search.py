@@ -1,0 +1,47 @@
+"""Retrieval for a request: resolve the tenant's collection, ask the retriever, hydrate hits from SQL."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.db import documents as db_documents
+from app.rag.errors import NotFoundError
+from app.rag.retrieval import HybridRetriever, RetrievalMode
+from app.rag.types import RetrievedChunk
+
+
+def retrieve(
+    session: Session,
+    retriever: HybridRetriever,
+    *,
+    tenant_id: int,
+    collection_name: str,
+    query: str,
+    top_k: int,
+    mode: RetrievalMode | None = None,
+) -> list[RetrievedChunk]:
+    collection = db_documents.get_collection(session, tenant_id=tenant_id, name=collection_name)
+    if collection is None:
+        raise NotFoundError(f"collection {collection_name!r} not found", param="collection")
+    hits = retriever.search(collection.id, query, top_k=top_k, mode=mode)
+    rows = db_documents.ready_chunks_by_id(
+        session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.chunk_id for h in hits]
+    )
+    results = []
+    for hit in hits:
+        if hit.chunk_id not in rows:  # deleted between search and hydration
+            continue
+        chunk, filename = rows[hit.chunk_id]
+        results.append(
+            RetrievedChunk(
+                chunk_id=chunk.id,
+                document_id=chunk.document_id,
+                source=filename,
+                text=chunk.text,
+                score=hit.score,
+                start=chunk.start,
+                end=chunk.end,
+                section=chunk.section,
+            )
+        )
+    return results

