@@ -139,46 +139,38 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
     from app import search
     from app.db import documents as db_documents
+    from app.rag.evaluation import RetrievalScores, first_hit_rank, load_queries
     from app.services import build_services
 
     services = build_services(settings)
-    queries = [
-        json.loads(line)
-        for line in Path(args.queries).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    hits = 0
-    reciprocal_ranks = 0.0
+    queries, skipped = load_queries(Path(args.queries))
+    scores = RetrievalScores(k=args.k)
     began = time.perf_counter()
     with services.session_factory() as session:
         tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
         for query in queries:
-            gold = {Path(source).name for source in query["gold_sources"]}
             chunks = search.retrieve(
                 session,
                 services.retriever,
                 tenant_id=tenant.id,
                 collection_name=args.collection,
-                query=query["question"],
+                query=query.question,
                 top_k=args.k,
                 mode=args.mode,
             )
-            rank = next((i for i, chunk in enumerate(chunks, start=1) if chunk.source in gold), None)
-            if rank is not None:
-                hits += 1
-                reciprocal_ranks += 1.0 / rank
+            scores.add(first_hit_rank([chunk.source for chunk in chunks], query.gold_sources))
     elapsed = time.perf_counter() - began
-    count = max(len(queries), 1)
     print(
         json.dumps(
             {
                 "collection": args.collection,
                 "queries": len(queries),
+                "skipped_without_gold": skipped,
                 "k": args.k,
                 "mode": args.mode or settings.retrieval.mode,
-                f"hit_at_{args.k}": round(hits / count, 4),
-                f"mrr_at_{args.k}": round(reciprocal_ranks / count, 4),
-                "seconds_per_query": round(elapsed / count, 4),
+                f"hit_at_{args.k}": round(scores.hit_at_k, 4),
+                f"mrr_at_{args.k}": round(scores.mrr_at_k, 4),
+                "seconds_per_query": round(elapsed / max(len(queries), 1), 4),
             }
         )
     )

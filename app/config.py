@@ -44,6 +44,12 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(50, ge=1, description="Candidates each retriever contributes before fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which retrievers answer.")
+    faiss_threads: int = Field(
+        1,
+        ge=0,
+        description="OpenMP threads FAISS may use (0 = its default). One query at a time gains nothing from "
+        "more, and spinning threads fight the embedder for the same cores.",
+    )
 
 
 class WorkerSettings(BaseModel):

