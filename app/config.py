@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,33 @@ class WorkerSettings(BaseModel):
     parse_memory_mb: int = Field(2048, ge=128, description="Address-space limit of the parsing subprocess.")
 
 
+class LLMSettings(BaseModel):
+    backend: Literal["local", "openai"] = Field(
+        "local",
+        description="local: the bundled CPU model in-process; openai: any OpenAI-compatible server (vLLM).",
+    )
+    base_url: str = Field("", description="openai: the server's /v1 URL, e.g. http://127.0.0.1:8001/v1.")
+    api_key: SecretStr = Field(SecretStr(""), description="openai: bearer token, if the server wants one.")
+    model: str = Field(
+        "",
+        description="Model (or LoRA adapter) name used when a request names none. openai: as the server serves "
+        "it; local: defaults to the bundled model's name.",
+    )
+    timeout_seconds: float = Field(120.0, gt=0, description="Per upstream call.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries of failed upstream calls (connection errors, 429, 5xx)."
+    )
+    context_window: int | None = Field(
+        None, ge=256, description="Override the window the server reports (prompt + completion tokens)."
+    )
+    max_tokens: int = Field(512, ge=1, description="Default completion budget of an answer.")
+    local_model_dir: Path | None = Field(
+        None,
+        description="local: a prepared safetensors model folder; default DATA_DIR/models/<bundled model>.",
+    )
+    threads: int = Field(0, ge=0, description="local: CPU threads for generation (0 = torch's default).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WENDA_", env_nested_delimiter="__", extra="ignore")
 
@@ -81,6 +108,10 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    prompts_dir: Path | None = Field(
+        None, description="Prompt templates; default: the ones shipped with wenda."
+    )
 
     @model_validator(mode="after")
     def _valid_combinations(self) -> Settings:
@@ -88,6 +119,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "embedding.model must name a model directory when embedding.backend is sentence-transformers"
             )
+        if self.llm.backend == "openai" and not (self.llm.base_url and self.llm.model):
+            raise ValueError("llm.base_url and llm.model are required when llm.backend is openai")
         if self.retrieval.default_top_k > self.retrieval.max_top_k:
             raise ValueError("retrieval.default_top_k must not exceed retrieval.max_top_k")
         return self

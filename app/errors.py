@@ -16,12 +16,20 @@ from app.rag.errors import (
     NotReadyError,
     PayloadTooLargeError,
     UnsupportedFileTypeError,
+    UpstreamBadResponseError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
     WendaError,
 )
 
 logger = logging.getLogger(__name__)
 
 STATUS_OF: dict[type[WendaError], int] = {
+    UpstreamBadResponseError: 502,
+    UpstreamUnavailableError: 503,
+    UpstreamTimeoutError: 504,
+    UpstreamError: 502,
     InvalidInputError: 400,
     NotFoundError: 404,
     PayloadTooLargeError: 413,
@@ -48,7 +56,11 @@ def _status_for(error: WendaError) -> int:
 async def _wenda_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, WendaError)
     status = _status_for(error)
-    kind = "invalid_request_error" if status < 500 else "service_unavailable"
+    kind = (
+        "invalid_request_error"
+        if status < 500
+        else ("upstream_error" if status in (502, 504) else "service_unavailable")
+    )
     return envelope(status, error.message, kind, param=error.param, code=error.code)
 
 

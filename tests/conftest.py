@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.services import Services, build_services
-from tests.fakes import FakeEmbedder
+from tests.fakes import FakeChatModel, FakeEmbedder
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "WENDA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -74,7 +74,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
-    built = build_services(settings, embedder=FakeEmbedder())
+    built = build_services(settings, embedder=FakeEmbedder(), llm=FakeChatModel())
     yield built
     built.worker.stop()
     built.engine.dispose()

@@ -1,14 +1,17 @@
-"""A fake embedder for unit and API tests: deterministic, instant, and similar for texts sharing words."""
+"""Fakes for unit and API tests: an embedder and a chat model, deterministic and instant."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
 from app.rag.embedding import Vectors
+from app.rag.llm import Completion, GenerationParams, StreamDelta, StreamEnd, StreamEvent, Usage
+from app.rag.types import ChatMessage
 
 _PIECE = re.compile(r"[a-z0-9]+|[\u3400-\u9fff]")
 
@@ -45,3 +48,66 @@ class FakeEmbedder:
 
     def count_tokens(self, text: str) -> int:
         return len(_PIECE.findall(text.lower())) + 2
+
+
+class FakeChatModel:
+    """Answers by quoting the first sentence of passage 1 with a [1] marker — or by refusing when the
+    passages do not share a word with the question. Counts a token per 2 characters; records every call."""
+
+    default_model = "fake-model"
+
+    def __init__(
+        self,
+        *,
+        window: int = 4096,
+        refusal_zh: str = "文档中没有找到这个问题的答案。",
+        refusal_en: str = "The documents do not contain the answer to this question.",
+    ) -> None:
+        self.window = window
+        self.calls: list[list[ChatMessage]] = []
+        self.refusals = (refusal_zh, refusal_en)
+        self.cancelled = False
+
+    async def context_window(self, model: str) -> int:
+        return self.window
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], model: str) -> int:
+        return sum(len(m.content) + 4 for m in messages) // 2
+
+    def _reply(self, messages: Sequence[ChatMessage]) -> str:
+        user = messages[-1].content
+        question = user.rsplit("\n", 1)[-1]
+        if "[1]" not in user:
+            return self.refusals[1]
+        block = user.split("[1]", 1)[1].split("\n[2]", 1)[0].split("\n")[1:]
+        passage = max(block, key=len)
+        shared = set(_PIECE.findall(question.lower())) & set(_PIECE.findall(passage.lower()))
+        if len(shared) < 2:
+            return self.refusals[0] if re.search(r"[\u3400-\u9fff]", question) else self.refusals[1]
+        first = re.split(r"(?<=[。.!?！？])", passage.strip())[0]
+        return (
+            f"{first.rstrip('。.')} [1]。"
+            if re.search(r"[\u3400-\u9fff]", first)
+            else f"{first.rstrip('.')} [1]."
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> Completion:
+        self.calls.append(list(messages))
+        text = self._reply(messages)
+        prompt = await self.count_tokens(messages, model)
+        return Completion(text=text, usage=Usage(prompt, len(text) // 2), finish_reason="stop", model=model)
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        completion = await self.complete(messages, model=model, params=params)
+        try:
+            for i in range(0, len(completion.text), 4):
+                await asyncio.sleep(0)
+                yield StreamDelta(completion.text[i : i + 4])
+        except GeneratorExit:
+            self.cancelled = True
+            raise
+        yield StreamEnd(usage=completion.usage, finish_reason="stop", model=model)

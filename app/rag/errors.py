@@ -38,3 +38,21 @@ class DocumentParseError(WendaError):
 
 class NotReadyError(WendaError):
     code = "not_ready"
+
+
+class UpstreamError(WendaError):
+    """The model server failed; the message says how, never with its raw body."""
+
+    code = "upstream_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamBadResponseError(UpstreamError):
+    code = "upstream_bad_response"

@@ -74,3 +74,9 @@ class RetrievedChunk:
     start: int
     end: int
     section: str = ""
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str

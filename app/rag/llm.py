@@ -1,0 +1,77 @@
+"""The one interface every chat-model backend implements, and the plain data it takes and returns.
+
+A LoRA adapter is just another model name: backends take ``model`` per call and never special-case it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.rag.types import ChatMessage
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    usage: Usage
+    finish_reason: str
+    model: str
+    token_logprobs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    usage: Usage
+    finish_reason: str
+    model: str
+
+
+StreamEvent = StreamDelta | StreamEnd
+
+
+class ChatModel(Protocol):
+    @property
+    def default_model(self) -> str: ...
+
+    async def context_window(self, model: str) -> int:
+        """Tokens the model reads and writes in one call: prompt plus completion."""
+        ...
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], model: str) -> int:
+        """Prompt tokens of ``messages`` after the model's own chat template."""
+        ...
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> Completion: ...
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        """Deltas, then exactly one StreamEnd. Closing the iterator early cancels the generation."""
+        ...

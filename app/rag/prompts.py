@@ -1,0 +1,174 @@
+"""Prompt templates from files, rendered in a sandboxed Jinja environment where every variable is required.
+
+A template is a folder under the prompts directory (see ``prompts/README.md``): ``template.yaml`` plus
+``system.<lang>.j2``, ``user.<lang>.j2`` and optional ``examples.<lang>.yaml`` few-shot turns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, UndefinedError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from app.rag.errors import InvalidInputError, NotFoundError
+from app.rag.types import ChatMessage
+
+logger = logging.getLogger(__name__)
+
+LANGUAGES = ("zh", "en")
+
+
+class PromptVariableError(InvalidInputError):
+    """A template needs a variable the request did not provide."""
+
+    code = "missing_template_variable"
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    variables: Mapping[str, Any]
+    answer: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    description: str
+    variables: tuple[str, ...]
+    refusal: Mapping[str, str]
+    examples: Mapping[str, tuple[FewShotExample, ...]] = field(default_factory=dict)
+
+
+class PromptLibrary:
+    """All templates of a prompts directory, loaded and checked once."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._environment = SandboxedEnvironment(
+            loader=FileSystemLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._templates = {t.name: t for t in self._load_all()}
+        if not self._templates:
+            raise FileNotFoundError(f"no prompt templates in {directory}")
+
+    def _load_all(self) -> list[PromptTemplate]:
+        templates = []
+        for folder in sorted(p for p in self._directory.iterdir() if (p / "template.yaml").is_file()):
+            spec = yaml.safe_load((folder / "template.yaml").read_text(encoding="utf-8")) or {}
+            for language in LANGUAGES:
+                for part in ("system", "user"):
+                    if not (folder / f"{part}.{language}.j2").is_file():
+                        raise FileNotFoundError(f"{folder.name}: missing {part}.{language}.j2")
+            examples = {
+                language: tuple(self._examples(folder / f"examples.{language}.yaml"))
+                for language in LANGUAGES
+            }
+            templates.append(
+                PromptTemplate(
+                    name=folder.name,
+                    description=str(spec.get("description", "")),
+                    variables=tuple(spec.get("variables", ())),
+                    refusal={
+                        language: str((spec.get("refusal") or {}).get(language, "")) for language in LANGUAGES
+                    },
+                    examples=examples,
+                )
+            )
+        return templates
+
+    @staticmethod
+    def _examples(path: Path) -> list[FewShotExample]:
+        if not path.is_file():
+            return []
+        items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        examples = []
+        for item in items:
+            passages = [
+                {
+                    "number": n,
+                    "source": p.get("source", ""),
+                    "section": p.get("section", ""),
+                    "text": p["text"],
+                }
+                for n, p in enumerate(item.get("passages", []), start=1)
+            ]
+            examples.append(
+                FewShotExample(
+                    variables={"question": item["question"], "passages": passages}, answer=item["answer"]
+                )
+            )
+        return examples
+
+    def names(self) -> list[str]:
+        return sorted(self._templates)
+
+    def get(self, name: str) -> PromptTemplate:
+        template = self._templates.get(name)
+        if template is None:
+            raise NotFoundError(
+                f"template {name!r} not found; available: {', '.join(self.names())}", param="template"
+            )
+        return template
+
+    def undeclared_variables(self, name: str, language: str) -> set[str]:
+        """Variables the template's files actually use (for checking template.yaml against the files)."""
+        used: set[str] = set()
+        for part in ("system", "user"):
+            source = (self._directory / name / f"{part}.{language}.j2").read_text(encoding="utf-8")
+            used |= meta.find_undeclared_variables(self._environment.parse(source))
+        return used
+
+    def render(self, name: str, language: str, variables: Mapping[str, Any]) -> list[ChatMessage]:
+        """System message, few-shot turns, then the user message; every variable must be provided."""
+        template = self.get(name)
+        if language not in LANGUAGES:
+            raise InvalidInputError(f"unsupported language {language!r}", param="language")
+        values = {"language": language, "refusal": template.refusal[language], **variables}
+        messages = [ChatMessage("system", self._render_file(name, f"system.{language}.j2", values))]
+        for example in template.examples.get(language, ()):
+            messages.append(
+                ChatMessage(
+                    "user", self._render_file(name, f"user.{language}.j2", {**values, **example.variables})
+                )
+            )
+            messages.append(ChatMessage("assistant", example.answer))
+        messages.append(ChatMessage("user", self._render_file(name, f"user.{language}.j2", values)))
+        return messages
+
+    def _render_file(self, name: str, filename: str, values: Mapping[str, Any]) -> str:
+        try:
+            return self._environment.get_template(f"{name}/{filename}").render(**values).strip()
+        except UndefinedError as error:
+            raise PromptVariableError(
+                f"template {name!r} ({filename}) needs a variable that was not provided: {error.message}",
+                param="template",
+            ) from error
+        except TemplateError as error:
+            logger.error("prompt template %s/%s failed to render: %s", name, filename, error)
+            raise
+
+
+def detect_language(text: str) -> str:
+    """``zh`` when a meaningful share of the letters are CJK ideographs, else ``en``."""
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+    letters = sum(1 for ch in text if ch.isalpha())
+    return "zh" if letters and cjk / letters >= 0.2 else "en"
+
+
+def passages_for_prompt(items: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Number (source, section, text) triples from 1, as the templates expect them."""
+    return [
+        {"number": n, "source": source, "section": section, "text": text}
+        for n, (source, section, text) in enumerate(items, start=1)
+    ]

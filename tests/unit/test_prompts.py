@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.rag.errors import NotFoundError
+from app.rag.prompts import (
+    LANGUAGES,
+    PromptLibrary,
+    PromptVariableError,
+    detect_language,
+    passages_for_prompt,
+)
+from app.services import prompts_directory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def library() -> PromptLibrary:
+    return PromptLibrary(prompts_directory(Settings()))
+
+
+def test_rendering_puts_examples_between_instructions_and_question(library: PromptLibrary) -> None:
+    passages = passages_for_prompt([("a.txt", "权限", "粘滞位保护文件。")])
+    messages = library.render("qa", "zh", {"question": "粘滞位是什么？", "passages": passages})
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert "文档中没有找到这个问题的答案。" in messages[0].content
+    assert "[1] 来源：a.txt（权限）\n粘滞位保护文件。" in messages[-1].content
+    assert messages[-1].content.endswith("问题：粘滞位是什么？")
+
+
+def test_a_missing_variable_is_an_error_not_an_empty_string(library: PromptLibrary) -> None:
+    with pytest.raises(PromptVariableError, match="passages"):
+        library.render("qa", "en", {"question": "What?"})
+    with pytest.raises(NotFoundError):
+        library.render("nope", "en", {})
+
+
+def test_template_yaml_declares_what_the_files_use(library: PromptLibrary) -> None:
+    for name in library.names():
+        declared = set(library.get(name).variables)
+        for language in LANGUAGES:
+            assert library.undeclared_variables(name, language) <= declared, (name, language)
+
+
+def test_every_template_folder_ships_in_the_wheel() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {p.name for p in (ROOT / "prompts").iterdir() if (p / "template.yaml").is_file()}
+    assert {f"wenda_prompts.{name}" for name in folders} <= set(config["packages"])
+    assert all(f"wenda_prompts.{name}" in config["package-data"] for name in folders)
+
+
+def test_language_detection() -> None:
+    assert detect_language("粘滞位是什么？") == "zh"
+    assert detect_language("How does git rebase work?") == "en"
+    assert detect_language("git rebase 是做什么的？") == "zh"
