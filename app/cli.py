@@ -158,7 +158,10 @@ def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
                 top_k=args.k,
                 mode=args.mode,
             )
-            scores.add(first_hit_rank([chunk.source for chunk in chunks], query.gold_sources))
+            # A chunk comes from every file with its document's bytes: the uploaded name and its aliases.
+            scores.add(
+                first_hit_rank([{chunk.source, *chunk.aliases} for chunk in chunks], query.gold_sources)
+            )
     elapsed = time.perf_counter() - began
     print(
         json.dumps(

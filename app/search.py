@@ -31,12 +31,13 @@ def retrieve(
     for hit in hits:
         if hit.chunk_id not in rows:  # deleted between search and hydration
             continue
-        chunk, filename = rows[hit.chunk_id]
+        chunk, document = rows[hit.chunk_id]
         results.append(
             RetrievedChunk(
                 chunk_id=chunk.id,
                 document_id=chunk.document_id,
-                source=filename,
+                source=document.filename,
+                aliases=tuple(document.aliases or ()),
                 text=chunk.text,
                 score=hit.score,
                 start=chunk.start,

@@ -26,9 +26,9 @@ class SqlChunkSource:
         with self._session_factory() as session:
             return db_documents.index_version(session, collection_id=collection_id)
 
-    def ready_chunk_ids(self, collection_id: int) -> set[int]:
+    def ready_chunks(self, collection_id: int) -> dict[int, int]:
         with self._session_factory() as session:
-            return db_documents.ready_chunk_ids(session, collection_id=collection_id)
+            return db_documents.ready_chunk_documents(session, collection_id=collection_id)
 
     def chunk_terms(self, chunk_ids: Iterable[int]) -> dict[int, str]:
         with self._session_factory() as session:

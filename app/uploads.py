@@ -119,6 +119,7 @@ def accept_upload(
             session, collection_id=collection.id, content_hash=content_hash
         )
         assert existing is not None
+    db_documents.add_alias(session, document=existing, filename=filename)
     session.commit()
     latest = db_documents.latest_job_for_document(session, document_id=existing.id)
     return UploadOutcome(existing.id, latest.id if latest else None, existing.status, duplicate=True)

@@ -220,8 +220,9 @@ class SyntheticChunkSource:
     def index_version(self, collection_id: int) -> int:
         return 1
 
-    def ready_chunk_ids(self, collection_id: int) -> set[int]:
-        return set(self._terms)
+    def ready_chunks(self, collection_id: int) -> dict[int, int]:
+        # Chunk ids are document_id << 20 | ordinal, as wenda makes them.
+        return {chunk_id: chunk_id >> 20 for chunk_id in self._terms}
 
     def chunk_terms(self, chunk_ids: Iterable[int]) -> dict[int, str]:
         return {i: self._terms[i] for i in chunk_ids}

@@ -75,6 +75,7 @@ def _public(session: SessionDep, document: Document, collection_name: str) -> Do
         document_id=document.id,
         collection=collection_name,
         filename=document.filename,
+        aliases=list(document.aliases or []),
         size_bytes=document.size_bytes,
         mime=document.mime,
         content_hash=document.content_hash,

@@ -39,6 +39,7 @@ async def retrieve(
                 chunk_id=c.chunk_id,
                 document_id=c.document_id,
                 source=c.source,
+                aliases=list(c.aliases),
                 text=c.text,
                 score=c.score,
                 start=c.start,

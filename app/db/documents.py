@@ -125,6 +125,13 @@ def create_document_with_job(
     return document, job
 
 
+def add_alias(session: Session, *, document: Document, filename: str) -> None:
+    """Remember another name the same bytes were uploaded under (the document itself is not duplicated)."""
+    if filename != document.filename and filename not in (document.aliases or []):
+        document.aliases = [*(document.aliases or []), filename]
+        session.flush()
+
+
 def get_document(session: Session, *, tenant_id: int, document_id: int) -> Document | None:
     return session.scalar(select(Document).where(Document.id == document_id, Document.tenant_id == tenant_id))
 
@@ -241,6 +248,16 @@ def ready_chunk_ids(session: Session, *, collection_id: int) -> set[int]:
     )
 
 
+def ready_chunk_documents(session: Session, *, collection_id: int) -> dict[int, int]:
+    """Ready chunk id → its document id, for the collection."""
+    rows = session.execute(
+        select(Chunk.id, Chunk.document_id)
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Chunk.collection_id == collection_id, Document.status == "ready")
+    )
+    return {chunk_id: document_id for chunk_id, document_id in rows}
+
+
 def chunk_terms(session: Session, *, chunk_ids: Iterable[int]) -> dict[int, str]:
     wanted = list(chunk_ids)
     result: dict[int, str] = {}
@@ -264,12 +281,12 @@ def chunk_embeddings(session: Session, *, chunk_ids: Iterable[int]) -> dict[int,
 
 def ready_chunks_by_id(
     session: Session, *, tenant_id: int, collection_id: int, chunk_ids: Sequence[int]
-) -> dict[int, tuple[Chunk, str]]:
-    """Chunks with their document's filename, limited to the tenant, the collection and ready documents."""
+) -> dict[int, tuple[Chunk, Document]]:
+    """Chunks with their document, limited to the tenant, the collection and ready documents."""
     if not chunk_ids:
         return {}
     rows = session.execute(
-        select(Chunk, Document.filename)
+        select(Chunk, Document)
         .join(Document, Document.id == Chunk.document_id)
         .where(
             Chunk.id.in_(list(chunk_ids)),
@@ -278,7 +295,7 @@ def ready_chunks_by_id(
             Document.status == "ready",
         )
     )
-    return {chunk.id: (chunk, filename) for chunk, filename in rows}
+    return {chunk.id: (chunk, document) for chunk, document in rows}
 
 
 def collection_name(session: Session, *, collection_id: int) -> str:

@@ -65,6 +65,8 @@ class Document(Base):
     # queued -> processing -> ready | failed
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     title: Mapped[str] = mapped_column(Text, default="")
+    # Other filenames the same bytes were uploaded under in this collection (a duplicate upload adds one).
+    aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     text_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -33,9 +33,12 @@ def load_queries(path: Path) -> tuple[list[EvalQuery], int]:
     return queries, skipped
 
 
-def first_hit_rank(sources: Sequence[str], gold: frozenset[str]) -> int | None:
-    """1-based rank of the first result whose source is a gold one."""
-    return next((rank for rank, source in enumerate(sources, start=1) if source in gold), None)
+def first_hit_rank(sources: Sequence[str | set[str]], gold: frozenset[str]) -> int | None:
+    """1-based rank of the first result whose source (or one of its names) is a gold one."""
+    for rank, names in enumerate(sources, start=1):
+        if (names in gold) if isinstance(names, str) else bool(names & gold):
+            return rank
+    return None
 
 
 @dataclass

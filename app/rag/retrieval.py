@@ -1,4 +1,11 @@
-"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates fused by reciprocal rank.
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates fused by reciprocal rank, aware of documents.
+
+Fusion happens twice. Chunks are fused by reciprocal rank of their dense and BM25 ranks. Documents are fused
+too: by the first place each takes in those two rankings, and by BM25 over the document's whole text, which
+catches a question about what a document is *for* that no single chunk answers word for word. Results are
+then filled diversity first: the best chunk of each document in document order, then second-best chunks,
+and so on, until ``top_k``; ``max_per_document`` can narrow that further. A collection with one document
+still yields ``top_k`` of its chunks.
 
 The retriever caches each collection's indexes in memory and refreshes them when the collection's
 ``index_version`` in the store of record moves, so a worker in another process can add documents while the
@@ -28,7 +35,9 @@ class ChunkSource(Protocol):
 
     def index_version(self, collection_id: int) -> int: ...
 
-    def ready_chunk_ids(self, collection_id: int) -> set[int]: ...
+    def ready_chunks(self, collection_id: int) -> dict[int, int]:
+        """Ready chunk id → the id of its document."""
+        ...
 
     def chunk_terms(self, chunk_ids: Iterable[int]) -> dict[int, str]: ...
 
@@ -43,12 +52,54 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[ScoredId]], *, k: int, li
     return [ScoredId(chunk_id=chunk_id, score=score) for chunk_id, score in best]
 
 
+def _document_order(ranking: Sequence[ScoredId], document_of: dict[int, int]) -> list[ScoredId]:
+    """A chunk ranking read as a document ranking: each document at the place of its first chunk."""
+    seen: set[int] = set()
+    documents = []
+    for hit in ranking:
+        document = document_of[hit.chunk_id]
+        if document not in seen:
+            seen.add(document)
+            documents.append(ScoredId(chunk_id=document, score=hit.score))
+    return documents
+
+
+def diversify(
+    chunks: Sequence[ScoredId],
+    documents: Sequence[ScoredId],
+    document_of: dict[int, int],
+    *,
+    limit: int,
+    max_per_document: int | None,
+) -> list[ScoredId]:
+    """Best chunk of each document in document order, then second-best ones, and so on, up to ``limit``."""
+    per_document: dict[int, list[ScoredId]] = {}
+    for hit in chunks:
+        per_document.setdefault(document_of[hit.chunk_id], []).append(hit)
+    order = [d.chunk_id for d in documents if d.chunk_id in per_document]
+    order += [d for d in per_document if d not in set(order)]
+    depth = max((len(v) for v in per_document.values()), default=0)
+    if max_per_document:
+        depth = min(depth, max_per_document)
+    result: list[ScoredId] = []
+    for level in range(depth):
+        for document in order:
+            candidates = per_document[document]
+            if level < len(candidates):
+                result.append(candidates[level])
+                if len(result) == limit:
+                    return result
+    return result
+
+
 @dataclass
 class _CollectionCache:
     version: int
-    ready_ids: set[int]
+    document_of: dict[int, int]
+    document_ids: frozenset[int]
     vectors: VectorSearcher
     lexical: LexicalIndex
+    documents: LexicalIndex
 
 
 class HybridRetriever:
@@ -73,25 +124,40 @@ class HybridRetriever:
         self._locks_guard = threading.Lock()
 
     def search(
-        self, collection_id: int, query: str, *, top_k: int, mode: RetrievalMode | None = None
+        self,
+        collection_id: int,
+        query: str,
+        *,
+        top_k: int,
+        mode: RetrievalMode | None = None,
+        max_per_document: int | None = None,
     ) -> list[ScoredId]:
         """Best ``top_k`` ready chunks for ``query``; blocking (embedding and search are CPU work)."""
         mode = mode or self._mode
         cache = self._fresh_cache(collection_id)
-        if not cache.ready_ids:
+        if not cache.document_of:
             return []
         # Ask for more than needed: the index file may still hold chunks SQL no longer calls ready.
         wanted = max(self._candidates, top_k)
-        rankings: list[list[ScoredId]] = []
+        chunk_rankings: list[list[ScoredId]] = []
         if mode in ("hybrid", "dense"):
             query_vector = self._embedder.embed_queries([query])[0]
             dense = cache.vectors.search(query_vector, wanted + 16)
-            rankings.append([hit for hit in dense if hit.chunk_id in cache.ready_ids][:wanted])
+            chunk_rankings.append([hit for hit in dense if hit.chunk_id in cache.document_of][:wanted])
+        terms = tokenize(query)
         if mode in ("hybrid", "lexical"):
-            rankings.append(cache.lexical.search(tokenize(query), wanted))
-        if len(rankings) == 1:
-            return rankings[0][:top_k]
-        return reciprocal_rank_fusion(rankings, k=self._rrf_k, limit=top_k)
+            # The BM25 indexes are shared with newer caches (updated in place), so keep to this cache's ids.
+            lexical = cache.lexical.search(terms, wanted + 16)
+            chunk_rankings.append([hit for hit in lexical if hit.chunk_id in cache.document_of][:wanted])
+        fused_chunks = reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=len(cache.document_of))
+        document_rankings = [_document_order(ranking, cache.document_of) for ranking in chunk_rankings]
+        if mode in ("hybrid", "lexical"):
+            whole = cache.documents.search(terms, wanted + 16)
+            document_rankings.append([hit for hit in whole if hit.chunk_id in cache.document_ids][:wanted])
+        fused_documents = reciprocal_rank_fusion(document_rankings, k=self._rrf_k, limit=wanted)
+        return diversify(
+            fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document
+        )
 
     def invalidate(self, collection_id: int) -> None:
         self._caches.pop(collection_id, None)
@@ -116,7 +182,7 @@ class HybridRetriever:
     def _refresh(
         self, collection_id: int, version: int, previous: _CollectionCache | None
     ) -> _CollectionCache:
-        ready_ids = self._source.ready_chunk_ids(collection_id)
+        document_of = self._source.ready_chunks(collection_id)
         try:
             index = self._store.load(collection_id)
         except IndexCorruptError:
@@ -126,17 +192,43 @@ class HybridRetriever:
             index = None
         vectors = VectorSearcher(index if index is not None else self._store.new_index())
         lexical = previous.lexical if previous is not None else LexicalIndex()
+        documents = previous.documents if previous is not None else LexicalIndex()
         # Apply only the difference: tokens for new chunks come from SQL, removed ones leave the postings.
-        for gone in lexical.ids() - ready_ids:
-            lexical.remove(gone)
-        new_ids = ready_ids - lexical.ids()
-        for chunk_id, terms in self._source.chunk_terms(new_ids).items():
-            lexical.add(chunk_id, terms.split())
+        # Documents are indexed whole, so a document is re-indexed when any of its chunks changes.
+        known = lexical.ids()
+        gone = known - document_of.keys()
+        new_ids = document_of.keys() - known
+        for chunk_id in gone:
+            lexical.remove(chunk_id)
+        changed_documents = {previous.document_of[c] for c in gone if previous} | {
+            document_of[c] for c in new_ids
+        }
+        members: dict[int, list[int]] = {}
+        for chunk_id, document in document_of.items():
+            if document in changed_documents:
+                members.setdefault(document, []).append(chunk_id)
+        terms_of = self._source.chunk_terms(
+            new_ids | {c for chunk_ids in members.values() for c in chunk_ids}
+        )
+        for chunk_id in new_ids:
+            lexical.add(chunk_id, terms_of.get(chunk_id, "").split())
+        for document in changed_documents:
+            documents.remove(document)
+        for document, chunk_ids in members.items():
+            documents.add(document, [t for c in sorted(chunk_ids) for t in terms_of.get(c, "").split()])
         logger.info(
-            "collection %s cache at version %s: %d chunks, %d vectors",
+            "collection %s cache at version %s: %d chunks, %d vectors, %d documents",
             collection_id,
             version,
-            len(ready_ids),
+            len(document_of),
             len(vectors),
+            len(documents),
         )
-        return _CollectionCache(version=version, ready_ids=ready_ids, vectors=vectors, lexical=lexical)
+        return _CollectionCache(
+            version=version,
+            document_of=document_of,
+            document_ids=frozenset(document_of.values()),
+            vectors=vectors,
+            lexical=lexical,
+            documents=documents,
+        )

@@ -74,6 +74,7 @@ class RetrievedChunk:
     start: int
     end: int
     section: str = ""
+    aliases: tuple[str, ...] = ()  # other filenames the same bytes were uploaded under
 
 
 @dataclass(frozen=True)

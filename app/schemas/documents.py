@@ -24,6 +24,7 @@ class DocumentPublic(BaseModel):
     document_id: int
     collection: str
     filename: str
+    aliases: list[str] = Field(description="Other filenames the same bytes were uploaded under.")
     size_bytes: int
     mime: str
     content_hash: str

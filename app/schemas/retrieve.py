@@ -18,6 +18,9 @@ class RetrievedChunkPublic(BaseModel):
     chunk_id: int
     document_id: int
     source: str = Field(description="The uploaded filename.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Other filenames the same bytes were uploaded under (duplicates)."
+    )
     text: str
     score: float
     start: int = Field(description="Character offset of the chunk in the parsed document.")

@@ -87,6 +87,14 @@ def test_same_bytes_again_is_a_duplicate(client: TestClient) -> None:
     again = upload(client, "dup", "renamed.txt", b"hello duplicate world")
     assert again.status_code == 200
     assert again.json()["document_id"] == first["document_id"] and again.json()["duplicate"] is True
+    upload(client, "dup", "renamed.txt", b"hello duplicate world")
+    document = client.get(f"/v1/documents/{first['document_id']}").json()
+    assert document["filename"] == "a.txt" and document["aliases"] == ["renamed.txt"]
+    assert wait_for_job(client, first["job_id"])["status"] == "done"
+    chunk = client.post("/v1/retrieve", json={"collection": "dup", "query": "duplicate world"}).json()[
+        "chunks"
+    ][0]
+    assert (chunk["source"], chunk["aliases"]) == ("a.txt", ["renamed.txt"])
     # Another collection is another namespace.
     assert upload(client, "other", "a.txt", b"hello duplicate world").status_code == 202
 

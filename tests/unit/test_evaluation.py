@@ -25,5 +25,6 @@ def test_hit_and_reciprocal_rank() -> None:
     scores.add(first_hit_rank(["gold"], frozenset({"gold"})))
     scores.add(first_hit_rank(["a", "b"], frozenset({"gold"})))
     scores.add(4)  # beyond k counts as a miss
+    assert first_hit_rank([{"a", "b"}, {"x", "gold"}], frozenset({"gold"})) == 2
     assert scores.hit_at_k == pytest.approx(0.5)
     assert scores.mrr_at_k == pytest.approx((1 / 3 + 1) / 4)

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
 from app.db.documents import ChunkRow
-from app.db.session import create_db_engine, create_session_factory, migrate
+from app.db.session import create_db_engine, create_session_factory, migrate, migration_connection
 from app.rag.vector_index import VectorIndexStore, stored_ids
 from app.search_index import reconcile_collection
 
@@ -139,3 +141,102 @@ def test_reconcile_makes_the_index_agree_with_sql(database_url: str, tmp_path: P
     assert reconcile_collection(factory, store, collection_id).action == "rebuilt"
     assert sorted(stored_ids(store.load(collection_id))) == sorted(ids)
     assert reconcile_collection(factory, store, collection_id).action == "ok"
+
+
+def test_upgrading_a_populated_database_keeps_every_row(database_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from app.db.models import Chunk, Job
+    from app.db.session import MIGRATIONS_DIR
+
+    engine = create_db_engine(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql(
+            "INSERT INTO tenants (id, name, created_at) VALUES (1, 't', CURRENT_TIMESTAMP)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO collections (id, tenant_id, name, embedding_model, index_version, created_at) "
+            "VALUES (1, 1, 'c', 'm', 0, CURRENT_TIMESTAMP)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO documents (id, tenant_id, collection_id, filename, content_hash, size_bytes, mime, "
+            "file_type, status, title, metadata, chunk_count, created_at, updated_at) VALUES "
+            "(1, 1, 1, 'a.txt', 'h', 1, 'text/plain', 'text', 'ready', '', '{}', 1, CURRENT_TIMESTAMP, "
+            "CURRENT_TIMESTAMP)"
+        )
+        connection.exec_driver_sql(
+            'INSERT INTO chunks (id, tenant_id, collection_id, document_id, ordinal, text, start, "end", '
+            "section, token_count, terms) VALUES (1048576, 1, 1, 1, 0, 'x', 0, 1, '', 1, 'x')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO jobs (tenant_id, document_id, kind, status, stage, progress, attempts, timings, created_at) "
+            "VALUES (1, 1, 'ingest', 'done', 'index', 1.0, 1, '{}', CURRENT_TIMESTAMP)"
+        )
+    migrate(engine)
+    with create_session_factory(engine)() as session:
+        assert session.scalar(select(func.count(Chunk.id))) == 1
+        assert session.scalar(select(func.count(Job.id))) == 1
+        document = db_documents.get_document(session, tenant_id=1, document_id=1)
+        assert document is not None and document.aliases == []
+    engine.dispose()
+
+
+def _populated_at_head(database_url: str) -> tuple[Engine, int]:
+    factory = _factory(database_url)
+    engine = factory.kw["bind"]
+    with factory() as session:
+        _, document_id, _ = _document(session, "t", "c", "rebuild")
+        document = db_documents.get_document_for_job(session, document_id=document_id)
+        assert document is not None
+        row = ChunkRow(
+            ordinal=0,
+            text="x",
+            start=0,
+            end=1,
+            section="",
+            parent_ordinal=None,
+            token_count=1,
+            terms="x",
+            embedding=b"",
+        )
+        db_documents.replace_chunks(session, document=document, rows=[row])
+        session.commit()
+    return engine, document_id
+
+
+def _rebuild_documents_table(connection: Connection) -> None:
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    operations = Operations(MigrationContext.configure(connection))
+    with operations.batch_alter_table("documents", recreate="always") as batch:
+        batch.alter_column("title", existing_type=sa.Text(), nullable=False)
+
+
+def _counts(engine: Engine) -> tuple[int, int]:
+    from app.db.models import Chunk, Job
+
+    with create_session_factory(engine)() as session:
+        return (
+            session.scalar(select(func.count(Chunk.id))) or 0,
+            session.scalar(select(func.count(Job.id))) or 0,
+        )
+
+
+def test_a_migration_that_rebuilds_a_table_keeps_the_rows_pointing_at_it(tmp_path: Path) -> None:
+    engine, _ = _populated_at_head(f"sqlite:///{tmp_path / 'guarded.db'}")
+    with migration_connection(engine) as connection:
+        _rebuild_documents_table(connection)
+    assert _counts(engine) == (1, 1)
+    engine.dispose()
+    # The same rebuild on an ordinary connection (foreign keys on) loses them: what the guard is for.
+    unguarded, _ = _populated_at_head(f"sqlite:///{tmp_path / 'unguarded.db'}")
+    with unguarded.begin() as connection:
+        _rebuild_documents_table(connection)
+    assert _counts(unguarded) == (0, 0)
+    unguarded.dispose()
