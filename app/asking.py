@@ -36,6 +36,7 @@ def collection_retriever(
                 collection_name=collection,
                 query=question,
                 top_k=top_k,
+                diversify=False,  # an answer often needs several passages of one document
             )
 
     async def retrieve(question: str, top_k: int) -> list[RetrievedChunk]:

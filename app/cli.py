@@ -157,6 +157,7 @@ def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
                 query=query.question,
                 top_k=args.k,
                 mode=args.mode,
+                diversify=args.diversify,
             )
             # A chunk comes from every file with its document's bytes: the uploaded name and its aliases.
             scores.add(
@@ -171,12 +172,46 @@ def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
                 "skipped_without_gold": skipped,
                 "k": args.k,
                 "mode": args.mode or settings.retrieval.mode,
+                "diversify": args.diversify,
                 f"hit_at_{args.k}": round(scores.hit_at_k, 4),
                 f"mrr_at_{args.k}": round(scores.mrr_at_k, 4),
                 "seconds_per_query": round(elapsed / max(len(queries), 1), 4),
             }
         )
     )
+    return 0
+
+
+def _prepare_model(_args: argparse.Namespace, settings: Settings) -> int:
+    from app.rag.llm_local import BUNDLED_MODEL_NAME, prepare_bundled_model
+
+    folder = settings.llm.local_model_dir or settings.data_dir / "models" / BUNDLED_MODEL_NAME
+    print(prepare_bundled_model(folder))
+    return 0
+
+
+def _ask(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from app import asking
+    from app.db import documents as db_documents
+    from app.schemas.ask import AskRequest
+    from app.services import build_services
+
+    services = build_services(settings)
+    with services.session_factory() as session:
+        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
+        session.commit()
+    body = AskRequest(
+        collection=args.collection, question=args.question, model=args.model, template=args.template
+    )
+    pipeline = asking.pipeline_for(services, tenant_id=tenant.id, collection=args.collection)
+    answer = asyncio.run(pipeline.answer(args.question, asking.options_from_request(body, services)))
+    response = asking.to_response(answer, asking.new_query_id())
+    print(json.dumps(response.model_dump(), ensure_ascii=False, indent=2) if args.json else response.answer)
+    if not args.json:
+        for number, citation in enumerate(response.citations, start=1):
+            print(f"  [{number}] {citation.source} {citation.start}-{citation.end}: {citation.quote}")
     return 0
 
 
@@ -197,6 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--collection", required=True)
     ingest.set_defaults(handler=_ingest)
 
+    ask = commands.add_parser("ask", help="answer a question from a collection, with checked citations")
+    ask.add_argument("question")
+    ask.add_argument("--collection", required=True)
+    ask.add_argument("--model", default=None)
+    ask.add_argument("--template", default="qa")
+    ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
+    ask.set_defaults(handler=_ask)
+
+    prepare = commands.add_parser(
+        "prepare-model", help="prepare the bundled chat model once and print its folder"
+    )
+    prepare.set_defaults(handler=_prepare_model)
+
     evaluate = commands.add_parser("eval", help="measure retrieval quality")
     eval_kinds = evaluate.add_subparsers(dest="kind", required=True)
     retrieval = eval_kinds.add_parser("retrieval", help="hit@k and MRR@k over a JSONL query file")
@@ -204,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--queries", required=True)
     retrieval.add_argument("--k", type=int, default=5)
     retrieval.add_argument("--mode", choices=["hybrid", "dense", "lexical"], default=None)
+    retrieval.add_argument(
+        "--no-diversify",
+        dest="diversify",
+        action="store_false",
+        help="plain passage order instead of the best passage of each document first (as /v1/retrieve does)",
+    )
     retrieval.set_defaults(handler=_eval_retrieval)
     return parser
 

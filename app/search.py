@@ -19,11 +19,12 @@ def retrieve(
     query: str,
     top_k: int,
     mode: RetrievalMode | None = None,
+    diversify: bool = True,
 ) -> list[RetrievedChunk]:
     collection = db_documents.get_collection(session, tenant_id=tenant_id, name=collection_name)
     if collection is None:
         raise NotFoundError(f"collection {collection_name!r} not found", param="collection")
-    hits = retriever.search(collection.id, query, top_k=top_k, mode=mode)
+    hits = retriever.search(collection.id, query, top_k=top_k, mode=mode, diversify=diversify)
     rows = db_documents.ready_chunks_by_id(
         session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.chunk_id for h in hits]
     )

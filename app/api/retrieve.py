@@ -32,6 +32,7 @@ async def retrieve(
         query=body.query,
         top_k=top_k,
         mode=body.mode,
+        diversify=config.diversify if body.diversify is None else body.diversify,
     )
     return RetrieveResponse(
         chunks=[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -102,11 +103,33 @@ def prepare_bundled_model(target: Path) -> Path:
         folder = Path(workspace) / "model"
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder, save_jinja_files=False)
+        _complete_config(folder)
         if target.exists():
             shutil.rmtree(target)
         os.replace(folder, target)
     logger.info("prepared %s at %s", BUNDLED_MODEL_NAME, target)
     return target
+
+
+def _complete_config(folder: Path) -> None:
+    """Write what other readers of the folder need but transformers 5 leaves implicit.
+
+    transformers 4.x (and tools built on it) read ``rope_theta`` from the top level of config.json and
+    silently fall back to 10000 without it — wrong for Qwen2.5 (1e6), and the outputs change.
+    """
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    rope = config.get("rope_parameters") or {}
+    config.setdefault("rope_theta", rope.get("rope_theta", 1_000_000.0))
+    config.setdefault("torch_dtype", "bfloat16")
+    config.pop("_model_name_or_path", None)
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    tokenizer_path = folder / "tokenizer_config.json"
+    tokenizer = json.loads(tokenizer_path.read_text(encoding="utf-8"))
+    tokenizer["model_max_length"] = int(config.get("max_position_embeddings", 32768))
+    for key in ("is_local", "local_files_only"):
+        tokenizer.pop(key, None)
+    tokenizer_path.write_text(json.dumps(tokenizer, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 class _Cancelled(Exception):

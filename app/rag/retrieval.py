@@ -5,7 +5,7 @@ too: by the first place each takes in those two rankings, and by BM25 over the d
 catches a question about what a document is *for* that no single chunk answers word for word. Results are
 then filled diversity first: the best chunk of each document in document order, then second-best chunks,
 and so on, until ``top_k``; ``max_per_document`` can narrow that further. A collection with one document
-still yields ``top_k`` of its chunks.
+still yields ``top_k`` of its chunks. Answering asks for plain chunk order instead (``diversify=False``).
 
 The retriever caches each collection's indexes in memory and refreshes them when the collection's
 ``index_version`` in the store of record moves, so a worker in another process can add documents while the
@@ -64,7 +64,7 @@ def _document_order(ranking: Sequence[ScoredId], document_of: dict[int, int]) ->
     return documents
 
 
-def diversify(
+def fill_by_document(
     chunks: Sequence[ScoredId],
     documents: Sequence[ScoredId],
     document_of: dict[int, int],
@@ -130,9 +130,14 @@ class HybridRetriever:
         *,
         top_k: int,
         mode: RetrievalMode | None = None,
+        diversify: bool = True,
         max_per_document: int | None = None,
     ) -> list[ScoredId]:
-        """Best ``top_k`` ready chunks for ``query``; blocking (embedding and search are CPU work)."""
+        """Best ``top_k`` ready chunks for ``query``; blocking (embedding and search are CPU work).
+
+        ``diversify`` fills results document by document (best chunk of each, then deeper), which is what
+        finding documents wants; without it chunks come in plain fused order, which is what answering wants
+        (an answer often needs several chunks of one document)."""
         mode = mode or self._mode
         cache = self._fresh_cache(collection_id)
         if not cache.document_of:
@@ -149,13 +154,15 @@ class HybridRetriever:
             # The BM25 indexes are shared with newer caches (updated in place), so keep to this cache's ids.
             lexical = cache.lexical.search(terms, wanted + 16)
             chunk_rankings.append([hit for hit in lexical if hit.chunk_id in cache.document_of][:wanted])
+        if not diversify:
+            return reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=top_k)
         fused_chunks = reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=len(cache.document_of))
         document_rankings = [_document_order(ranking, cache.document_of) for ranking in chunk_rankings]
         if mode in ("hybrid", "lexical"):
             whole = cache.documents.search(terms, wanted + 16)
             document_rankings.append([hit for hit in whole if hit.chunk_id in cache.document_ids][:wanted])
         fused_documents = reciprocal_rank_fusion(document_rankings, k=self._rrf_k, limit=wanted)
-        return diversify(
+        return fill_by_document(
             fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document
         )
 

@@ -12,6 +12,11 @@ class RetrieveRequest(BaseModel):
     query: str = Field(min_length=1, max_length=4000)
     top_k: int | None = Field(None, ge=1, description="Defaults to the server's retrieval.default_top_k.")
     mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Defaults to the server's.")
+    diversify: bool | None = Field(
+        None,
+        description="Best passage of each document first, then deeper ones (default: the server's setting); "
+        "false gives plain passage order.",
+    )
 
 
 class RetrievedChunkPublic(BaseModel):

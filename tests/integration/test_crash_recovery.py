@@ -108,6 +108,10 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         assert {document.status for document in documents} == {"ready"}
         # The kills really did land mid-job: some jobs needed more than one attempt.
         assert max(job.attempts for job in jobs) > 1, interrupted_before_restart
+        retried = sum(job.attempts > 1 for job in jobs)
+        print(
+            f"\ncrash test: 8 SIGKILLs; {retried} jobs needed more than one attempt; before restart {interrupted_before_restart}"
+        )
         for document in documents:
             ordinals = session.scalars(
                 select(Chunk.ordinal).where(Chunk.document_id == document.id).order_by(Chunk.ordinal)

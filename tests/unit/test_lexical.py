@@ -49,14 +49,14 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
 
 
-def test_diversify_fills_documents_first_then_goes_deeper() -> None:
-    from app.rag.retrieval import diversify
+def test_fill_by_document_takes_each_documents_best_first_then_goes_deeper() -> None:
+    from app.rag.retrieval import fill_by_document
 
     document_of = {1: 10, 2: 10, 3: 10, 4: 20, 5: 30}
     chunks = [ScoredId(1, 0.9), ScoredId(2, 0.8), ScoredId(4, 0.7), ScoredId(3, 0.6), ScoredId(5, 0.5)]
     documents = [ScoredId(20, 1.0), ScoredId(10, 0.9), ScoredId(30, 0.1)]
     assert [
-        h.chunk_id for h in diversify(chunks, documents, document_of, limit=4, max_per_document=None)
+        h.chunk_id for h in fill_by_document(chunks, documents, document_of, limit=4, max_per_document=None)
     ] == [
         4,
         1,
@@ -64,7 +64,7 @@ def test_diversify_fills_documents_first_then_goes_deeper() -> None:
         2,
     ]
     # One document only: its chunks in chunk order, as many as asked for.
-    single = diversify(chunks[:2], [ScoredId(10, 1.0)], document_of, limit=5, max_per_document=None)
+    single = fill_by_document(chunks[:2], [ScoredId(10, 1.0)], document_of, limit=5, max_per_document=None)
     assert [h.chunk_id for h in single] == [1, 2]
-    capped = diversify(chunks, documents, document_of, limit=5, max_per_document=1)
+    capped = fill_by_document(chunks, documents, document_of, limit=5, max_per_document=1)
     assert [h.chunk_id for h in capped] == [4, 1, 5]
