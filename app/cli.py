@@ -215,6 +215,53 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _eval_answers(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from app import asking
+    from app.db import documents as db_documents
+    from app.rag.evaluation import AnswerScores, load_answer_questions
+    from app.schemas.ask import AskRequest
+    from app.services import build_services
+
+    services = build_services(settings)
+    with services.session_factory() as session:
+        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
+        session.commit()
+    pipeline = asking.pipeline_for(services, tenant_id=tenant.id, collection=args.collection)
+    questions = load_answer_questions(Path(args.questions))[: args.limit or None]
+    scores = AnswerScores()
+    for question in questions:
+        body = AskRequest(collection=args.collection, question=question.question, model=args.model)
+        began = time.perf_counter()
+        answer = asyncio.run(pipeline.answer(question.question, asking.options_from_request(body, services)))
+        response = asking.to_response(answer, asking.new_query_id())
+        with services.session_factory() as session:
+            names = {
+                c.document_id: {d.filename, *(d.aliases or [])}
+                for c in response.citations
+                if (d := db_documents.get_document(session, tenant_id=tenant.id, document_id=c.document_id))
+            }
+        cited = [(names.get(c.document_id, {c.source}), c.quote) for c in response.citations]
+        scores.add(
+            question,
+            answer=response.answer,
+            grounded=response.grounded,
+            cited=cited,
+            seconds=time.perf_counter() - began,
+        )
+        if args.verbose:
+            print(
+                json.dumps(
+                    {"id": question.id, "grounded": response.grounded, "answer": response.answer},
+                    ensure_ascii=False,
+                ),
+                file=sys.stderr,
+            )
+    print(json.dumps({"collection": args.collection, "questions": len(questions), **scores.summary()}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wenda", description="Document question answering (问答).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -245,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.set_defaults(handler=_prepare_model)
 
-    evaluate = commands.add_parser("eval", help="measure retrieval quality")
+    evaluate = commands.add_parser("eval", help="measure retrieval or answer quality")
     eval_kinds = evaluate.add_subparsers(dest="kind", required=True)
     retrieval = eval_kinds.add_parser("retrieval", help="hit@k and MRR@k over a JSONL query file")
     retrieval.add_argument("--collection", required=True)
@@ -259,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain passage order instead of the best passage of each document first (as /v1/retrieve does)",
     )
     retrieval.set_defaults(handler=_eval_retrieval)
+    answers = eval_kinds.add_parser("answers", help="accuracy, refusal rate, citation precision and latency")
+    answers.add_argument("--collection", required=True)
+    answers.add_argument("--questions", required=True)
+    answers.add_argument("--model", default=None)
+    answers.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    answers.add_argument("--verbose", action="store_true", help="print each answer to stderr")
+    answers.set_defaults(handler=_eval_answers)
     return parser
 
 

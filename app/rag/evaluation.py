@@ -56,3 +56,93 @@ class RetrievalScores:
     @property
     def mrr_at_k(self) -> float:
         return sum(1.0 / rank for rank in self.ranks if rank is not None) / max(len(self.ranks), 1)
+
+
+@dataclass(frozen=True)
+class AnswerQuestion:
+    id: str
+    question: str
+    answerable: bool
+    keywords: tuple[str, ...]
+    gold_sources: frozenset[str]
+    gold_text: str
+
+
+def load_answer_questions(path: Path) -> list[AnswerQuestion]:
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        questions.append(
+            AnswerQuestion(
+                id=str(item.get("id", number)),
+                question=item["question"],
+                answerable=item.get("type") != "unanswerable",
+                keywords=tuple(item.get("answer_keywords") or ()),
+                gold_sources=frozenset(Path(s).name for s in item.get("gold_sources") or ()),
+                gold_text=item.get("gold_text") or "",
+            )
+        )
+    return questions
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+@dataclass
+class AnswerScores:
+    """Accuracy on answerable questions, refusals on unanswerable ones, and how precise the citations are."""
+
+    answered: int = 0
+    correct: int = 0
+    unanswerable: int = 0
+    refused: int = 0
+    citations: int = 0
+    citations_in_gold_source: int = 0
+    citations_on_gold_text: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(
+        self,
+        question: AnswerQuestion,
+        *,
+        answer: str,
+        grounded: bool,
+        cited: Sequence[tuple[set[str], str]],
+        seconds: float,
+    ) -> None:
+        """``cited`` holds, per citation, the names of its file (source and aliases) and its quote."""
+        self.latencies.append(seconds)
+        if not question.answerable:
+            self.unanswerable += 1
+            self.refused += not grounded
+            return
+        self.answered += 1
+        lowered = answer.lower()
+        self.correct += grounded and any(k.lower() in lowered for k in question.keywords)
+        gold = _squash(question.gold_text)
+        for names, quote in cited:
+            self.citations += 1
+            self.citations_in_gold_source += bool(names & question.gold_sources)
+            squashed = _squash(quote)
+            self.citations_on_gold_text += bool(gold) and (squashed in gold or gold in squashed)
+
+    def summary(self) -> dict[str, float | int]:
+        ordered = sorted(self.latencies)
+
+        def share(part: int, whole: int) -> float:
+            return round(part / whole, 4) if whole else 0.0
+
+        return {
+            "answerable": self.answered,
+            "accuracy": share(self.correct, self.answered),
+            "unanswerable": self.unanswerable,
+            "refusal_rate": share(self.refused, self.unanswerable),
+            "citations": self.citations,
+            "citation_precision_source": share(self.citations_in_gold_source, self.citations),
+            "citation_precision_gold_text": share(self.citations_on_gold_text, self.citations),
+            "latency_p50_s": round(ordered[len(ordered) // 2], 2) if ordered else 0.0,
+            "latency_max_s": round(ordered[-1], 2) if ordered else 0.0,
+        }

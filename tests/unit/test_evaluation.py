@@ -28,3 +28,36 @@ def test_hit_and_reciprocal_rank() -> None:
     assert first_hit_rank([{"a", "b"}, {"x", "gold"}], frozenset({"gold"})) == 2
     assert scores.hit_at_k == pytest.approx(0.5)
     assert scores.mrr_at_k == pytest.approx((1 / 3 + 1) / 4)
+
+
+def test_answer_scores() -> None:
+    from app.rag.evaluation import AnswerQuestion, AnswerScores
+
+    fact = AnswerQuestion(
+        "f", "q", True, ("umask 002", "0002"), frozenset({"a.txt"}), "把umask设置成0002更安全。"
+    )
+    nope = AnswerQuestion("u", "q", False, (), frozenset(), "")
+    scores = AnswerScores()
+    scores.add(
+        fact,
+        answer="设置成 0002 [1]。",
+        grounded=True,
+        cited=[({"a.txt"}, "把umask设置成0002更安全。")],
+        seconds=1.0,
+    )
+    scores.add(fact, answer="不知道", grounded=False, cited=[], seconds=3.0)
+    scores.add(
+        fact,
+        answer="0002 [1]",
+        grounded=True,
+        cited=[({"b.txt", "a.txt"}, "无关"), ({"c.txt"}, "x")],
+        seconds=2.0,
+    )
+    scores.add(nope, answer="文档中没有", grounded=False, cited=[], seconds=1.0)
+    scores.add(nope, answer="invented", grounded=True, cited=[], seconds=1.0)
+    summary = scores.summary()
+    assert summary["accuracy"] == pytest.approx(2 / 3, abs=1e-4) and summary["refusal_rate"] == 0.5
+    assert summary["citations"] == 3
+    assert summary["citation_precision_source"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summary["citation_precision_gold_text"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["latency_p50_s"] == 1.0
