@@ -23,6 +23,12 @@ _SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=\.)(?=\s+[^a-z\s]|\s*$)|
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_\-./]*", re.IGNORECASE)
 
+# Numbers (0002, 3.14, 2048) and ASCII tokens with a path, option or dot in them (/etc/fstab, --reference, a.b).
+# Boundaries are ASCII on purpose: in Python every CJK character is \w, and "设置成0002变得" holds a number.
+_EXACT = re.compile(
+    r"(?<![A-Za-z0-9_.])(?:\d+(?:[.:]\d+)*|[A-Za-z0-9_]*[/\-.][A-Za-z0-9_/\-.]*[A-Za-z0-9_])(?![A-Za-z0-9_])"
+)
+
 MIN_SUPPORT = 0.45  # share of the sentence's content features that must appear in the quoted span
 MIN_SHARED = 2  # and at least this many, so that a one-word sentence cannot be "supported" by chance
 
@@ -116,8 +122,17 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
-def best_span(claim: set[str], passage_text: str) -> tuple[float, int, int]:
-    """The one- or two-sentence span of the passage that covers most of ``claim``: (support, start, end)."""
+def exact_tokens(text: str) -> set[str]:
+    """Numbers, paths, options and dotted names: a sentence may only be supported by a span that has each
+    of them verbatim (``umask 0022`` is not supported by a passage that says ``0002``)."""
+    return {match.lower() for match in _EXACT.findall(text)}
+
+
+def best_span(
+    claim: set[str], passage_text: str, exact: frozenset[str] = frozenset()
+) -> tuple[float, int, int]:
+    """The one- or two-sentence span of the passage that covers most of ``claim`` and contains every one of
+    ``exact`` (compared in lower case): (support, start, end)."""
     if not claim:
         return 0.0, 0, 0
     sentences = split_sentences(passage_text)
@@ -125,6 +140,8 @@ def best_span(claim: set[str], passage_text: str) -> tuple[float, int, int]:
     for i, (start, _) in enumerate(sentences):
         for last in range(i, min(i + 2, len(sentences))):
             span_end = sentences[last][1]
+            if exact and not exact <= exact_tokens(passage_text[start:span_end]):
+                continue
             shared = claim & features(passage_text[start:span_end])
             support = len(shared) / len(claim) if len(shared) >= min(MIN_SHARED, len(claim)) else 0.0
             # Strictly better only: on a tie the shorter span, found first, stays as the tighter quote.
@@ -163,6 +180,7 @@ def check_answer(answer: str, passages: Sequence[Passage]) -> CheckedAnswer:
         sentence = answer[start:end]
         plain = strip_markers(sentence)
         claim = features(plain)
+        exact = frozenset(exact_tokens(plain))
         numbers = cited_numbers(sentence)
         candidates = [by_number[n] for n in numbers if n in by_number]
         dropped += len(numbers) - len(candidates)
@@ -170,7 +188,7 @@ def check_answer(answer: str, passages: Sequence[Passage]) -> CheckedAnswer:
             candidates = list(passages)
         kept: list[int] = []
         for passage in candidates:
-            support, span_start, span_end = best_span(claim, passage.text)
+            support, span_start, span_end = best_span(claim, passage.text, exact)
             if support < MIN_SUPPORT:
                 dropped += 1 if numbers else 0
                 continue

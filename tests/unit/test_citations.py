@@ -76,3 +76,36 @@ def test_markers_and_sentences_are_parsed_in_both_languages() -> None:
         "第三句。",
         "第四句？",
     ]
+
+
+def test_a_wrong_number_or_path_is_not_supported_however_similar_the_words() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="自从每个用户都有自己的私人组之后，把umask设置成0002变得更安全了。配置文件是 /etc/login.defs。",
+        )
+    ]
+    right = check_answer("把 umask 设置成 0002 变得更安全了 [1]。", passage)
+    wrong = check_answer("把 umask 设置成 0022 变得更安全了 [1]。", passage)
+    assert right.citations and right.sentences[0].supported
+    assert wrong.citations == () and wrong.sentences[0].supported is False
+    assert check_answer("配置文件是 /etc/login.defs [1]。", passage).citations
+    assert check_answer("配置文件是 /etc/default/useradd [1]。", passage).citations == ()
+
+
+def test_exact_tokens() -> None:
+    from app.rag.citations import exact_tokens
+
+    assert exact_tokens(
+        "Run git branch -d topic, umask 0002, see /etc/fstab and v2.39.5 or --reference."
+    ) == {
+        "-d",
+        "0002",
+        "/etc/fstab",
+        "v2.39.5",
+        "--reference",
+    }
