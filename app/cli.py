@@ -11,8 +11,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from app.rag.answering import AnswerPipeline
+    from app.schemas.ask import AskRequest, AskResponse
+    from app.services import Services
 
 logger = logging.getLogger("wenda")
 
@@ -25,6 +31,27 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def _services_with_tenant(settings: Settings) -> tuple[Services, int]:
+    """The long-lived objects, as `wenda serve` builds them, and the id of the default tenant."""
+    from app.db import documents as db_documents
+    from app.services import build_services
+
+    services = build_services(settings)
+    with services.session_factory() as session:
+        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
+        session.commit()
+        return services, tenant.id
+
+
+def _answer(services: Services, pipeline: AnswerPipeline, body: AskRequest) -> AskResponse:
+    import asyncio
+
+    from app import asking
+
+    answer = asyncio.run(pipeline.answer(body.question, asking.options_from_request(body, services)))
+    return asking.to_response(answer, asking.new_query_id())
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -73,23 +100,19 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from app import uploads
-    from app.db import documents as db_documents
     from app.db import jobs as db_jobs
     from app.rag.errors import WendaError
-    from app.services import build_services
 
-    services = build_services(settings)
     files = _expand(args.paths)
+    services, tenant_id = _services_with_tenant(settings)
     job_ids: list[int] = []
     rejected = 0
     with services.session_factory() as session:
-        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
-        session.commit()
         for path in files:
             try:
                 outcome = uploads.accept_upload(
                     session,
-                    tenant_id=tenant.id,
+                    tenant_id=tenant_id,
                     collection_name=args.collection,
                     filename=path.name,
                     data=path.read_bytes(),
@@ -112,7 +135,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 time.sleep(0.3)
                 with services.session_factory() as session:
                     for job_id in list(pending):
-                        job = db_jobs.get_job(session, tenant_id=tenant.id, job_id=job_id)
+                        job = db_jobs.get_job(session, tenant_id=tenant_id, job_id=job_id)
                         if job is None or job.status in ("done", "failed"):
                             pending.discard(job_id)
                             bar.update(1)
@@ -138,21 +161,18 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
     from app import search
-    from app.db import documents as db_documents
     from app.rag.evaluation import RetrievalScores, first_hit_rank, load_queries
-    from app.services import build_services
 
-    services = build_services(settings)
+    services, tenant_id = _services_with_tenant(settings)
     queries, skipped = load_queries(Path(args.queries))
     scores = RetrievalScores(k=args.k)
     began = time.perf_counter()
     with services.session_factory() as session:
-        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
         for query in queries:
             chunks = search.retrieve(
                 session,
                 services.retriever,
-                tenant_id=tenant.id,
+                tenant_id=tenant_id,
                 collection_name=args.collection,
                 query=query.question,
                 top_k=args.k,
@@ -191,23 +211,15 @@ def _prepare_model(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ask(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
     from app import asking
-    from app.db import documents as db_documents
     from app.schemas.ask import AskRequest
-    from app.services import build_services
 
-    services = build_services(settings)
-    with services.session_factory() as session:
-        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
-        session.commit()
+    services, tenant_id = _services_with_tenant(settings)
+    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=args.collection)
     body = AskRequest(
         collection=args.collection, question=args.question, model=args.model, template=args.template
     )
-    pipeline = asking.pipeline_for(services, tenant_id=tenant.id, collection=args.collection)
-    answer = asyncio.run(pipeline.answer(args.question, asking.options_from_request(body, services)))
-    response = asking.to_response(answer, asking.new_query_id())
+    response = _answer(services, pipeline, body)
     print(json.dumps(response.model_dump(), ensure_ascii=False, indent=2) if args.json else response.answer)
     if not args.json:
         for number, citation in enumerate(response.citations, start=1):
@@ -216,31 +228,24 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval_answers(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-
     from app import asking
     from app.db import documents as db_documents
     from app.rag.evaluation import AnswerScores, load_answer_questions
     from app.schemas.ask import AskRequest
-    from app.services import build_services
 
-    services = build_services(settings)
-    with services.session_factory() as session:
-        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
-        session.commit()
-    pipeline = asking.pipeline_for(services, tenant_id=tenant.id, collection=args.collection)
+    services, tenant_id = _services_with_tenant(settings)
+    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=args.collection)
     questions = load_answer_questions(Path(args.questions))[: args.limit or None]
     scores = AnswerScores()
     for question in questions:
         body = AskRequest(collection=args.collection, question=question.question, model=args.model)
         began = time.perf_counter()
-        answer = asyncio.run(pipeline.answer(question.question, asking.options_from_request(body, services)))
-        response = asking.to_response(answer, asking.new_query_id())
+        response = _answer(services, pipeline, body)
         with services.session_factory() as session:
             names = {
                 c.document_id: {d.filename, *(d.aliases or [])}
                 for c in response.citations
-                if (d := db_documents.get_document(session, tenant_id=tenant.id, document_id=c.document_id))
+                if (d := db_documents.get_document(session, tenant_id=tenant_id, document_id=c.document_id))
             }
         cited = [(names.get(c.document_id, {c.source}), c.quote) for c in response.citations]
         scores.add(
