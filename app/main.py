@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import ask, collections, documents, health, jobs, retrieve
+from app.api import ask, chat, collections, documents, health, jobs, retrieve
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.search_index import reconcile_all
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         jobs.router,
         retrieve.router,
         ask.router,
+        chat.router,
     ):
         app.include_router(router)
     return app
