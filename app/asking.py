@@ -19,13 +19,17 @@ from app.schemas.ask import AskRequest, AskResponse, CitationPublic, SentencePub
 from app.services import Services
 
 
-def collection_retriever(
-    services: Services, *, tenant_id: int, collection: str
-) -> Callable[[str, int], Awaitable[list[RetrievedChunk]]]:
-    """Retrieval over one of the tenant's collections, run off the event loop; 404 now if it does not exist."""
+def check_collection(services: Services, *, tenant_id: int, collection: str) -> None:
+    """404 for a collection the tenant does not have (blocking: call it off the event loop)."""
     with services.session_factory() as session:
         if db_documents.get_collection(session, tenant_id=tenant_id, name=collection) is None:
             raise NotFoundError(f"collection {collection!r} not found", param="collection")
+
+
+def collection_retriever(
+    services: Services, *, tenant_id: int, collection: str
+) -> Callable[[str, int], Awaitable[list[RetrievedChunk]]]:
+    """Retrieval over one of the tenant's collections, run off the event loop."""
 
     def blocking(question: str, top_k: int) -> list[RetrievedChunk]:
         with services.session_factory() as session:
@@ -65,7 +69,19 @@ def options_from_request(body: AskRequest, services: Services) -> AskOptions:
     )
 
 
+async def checked_pipeline(services: Services, *, tenant_id: int, collection: str) -> AnswerPipeline:
+    """The pipeline for a request, after checking off the event loop that the collection exists."""
+    await run_in_threadpool(check_collection, services, tenant_id=tenant_id, collection=collection)
+    return _pipeline(services, tenant_id=tenant_id, collection=collection)
+
+
 def pipeline_for(services: Services, *, tenant_id: int, collection: str) -> AnswerPipeline:
+    """The same for blocking callers (the command line)."""
+    check_collection(services, tenant_id=tenant_id, collection=collection)
+    return _pipeline(services, tenant_id=tenant_id, collection=collection)
+
+
+def _pipeline(services: Services, *, tenant_id: int, collection: str) -> AnswerPipeline:
     return AnswerPipeline(
         llm=services.llm,
         prompts=services.prompts,

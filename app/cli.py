@@ -68,7 +68,7 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     from app.services import build_services
 
     services = build_services(settings)
-    reconcile_all(services.session_factory, services.store)
+    reconcile_all(services.session_factory, services.store, embedding_model=services.embedder.name)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         logger.info("stopping worker %s", services.worker.worker_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -47,3 +47,9 @@ def get_tenant_id(session: SessionDep, settings: SettingsDep) -> int:
 
 
 TenantDep = Annotated[int, Depends(get_tenant_id)]
+
+
+# Ids are 32-bit in PostgreSQL's integer columns: larger ones can name nothing, and are refused as bad input.
+_MAX_ID = 2**31 - 1
+DocumentId = Annotated[int, Path(ge=1, le=_MAX_ID, description="A document id.")]
+JobId = Annotated[int, Path(ge=1, le=_MAX_ID, description="A job id.")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +27,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services if services is not None else await run_in_threadpool(build_services, settings)
         # The index is a cache of SQL: make it agree before the first search.
-        reports = await run_in_threadpool(reconcile_all, built.session_factory, built.store)
+        reports = await run_in_threadpool(
+            partial(reconcile_all, embedding_model=built.embedder.name), built.session_factory, built.store
+        )
         for report in reports:
             if report.action != "ok":
                 logger.warning("index reconciled: %s", report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.db import documents as db_documents
-from app.rag.errors import NotFoundError
+from app.rag.errors import InvalidInputError, NotFoundError
 from app.rag.retrieval import HybridRetriever, RetrievalMode
 from app.rag.types import RetrievedChunk
 
@@ -24,6 +24,12 @@ def retrieve(
     collection = db_documents.get_collection(session, tenant_id=tenant_id, name=collection_name)
     if collection is None:
         raise NotFoundError(f"collection {collection_name!r} not found", param="collection")
+    if collection.embedding_model != retriever.embedding_model:
+        raise InvalidInputError(
+            f"collection {collection_name!r} was embedded with {collection.embedding_model}, but this server "
+            f"runs {retriever.embedding_model}; re-ingest it or serve it with that model",
+            param="collection",
+        )
     hits = retriever.search(collection.id, query, top_k=top_k, mode=mode, diversify=diversify)
     rows = db_documents.ready_chunks_by_id(
         session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.chunk_id for h in hits]

@@ -49,6 +49,9 @@ def reconcile_collection(
     """Make the collection's FAISS file hold exactly the chunk ids SQL says are ready."""
     with session_factory() as session:
         wanted = db_documents.ready_chunk_ids(session, collection_id=collection_id)
+        # Vectors of documents still being ingested (by a worker in another process) are not extra: their
+        # chunk rows exist, and the worker marks them ready after writing the index.
+        known = db_documents.chunk_ids_of_collection(session, collection_id=collection_id)
     with store.locked(collection_id):
         try:
             index = store.load(collection_id)
@@ -63,7 +66,7 @@ def reconcile_collection(
             _rebuild(session_factory, store, collection_id, wanted)
             return ReconcileReport(collection_id, "rebuilt", missing=len(wanted))
         missing = wanted - set(held)
-        extra = set(held) - wanted
+        extra = set(held) - known
         if not missing and not extra:
             return ReconcileReport(collection_id, "ok")
         if extra:
@@ -113,7 +116,15 @@ def _rebuild(
     logger.info("collection %s index rebuilt from SQL with %d vectors", collection_id, len(ids))
 
 
-def reconcile_all(session_factory: sessionmaker[Session], store: VectorIndexStore) -> list[ReconcileReport]:
+def reconcile_all(
+    session_factory: sessionmaker[Session], store: VectorIndexStore, *, embedding_model: str
+) -> list[ReconcileReport]:
+    """Reconcile every collection embedded with this server's model; others are left alone (their vectors
+    have another model's dimension and meaning) and refused at query time."""
     with session_factory() as session:
-        collection_ids = [c.id for c in db_documents.all_collections(session)]
+        collections = db_documents.all_collections(session)
+        collection_ids = [c.id for c in collections if c.embedding_model == embedding_model]
+        skipped = [c.name for c in collections if c.embedding_model != embedding_model]
+    if skipped:
+        logger.warning("collections embedded with another model are not served: %s", ", ".join(skipped))
     return [reconcile_collection(session_factory, store, collection_id) for collection_id in collection_ids]

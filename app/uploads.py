@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import documents as db_documents
 from app.rag.errors import InvalidInputError, NotFoundError
 from app.rag.filetypes import detect_file_type
-from app.rag.vector_index import VectorIndexStore
+from app.rag.vector_index import IndexCorruptError, VectorIndexStore
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,12 @@ def delete_document(
     db_documents.delete_document(session, document=document)
     session.commit()
     # If we crash here the index keeps stale ids: search filters them out and start-up reconciliation drops them.
-    store.remove(collection_id, chunk_ids)
+    try:
+        store.remove(collection_id, chunk_ids)
+    except IndexCorruptError:
+        # The delete itself succeeded (SQL is the truth); reconciliation rebuilds the unreadable index.
+        logger.warning(
+            "index of collection %s unreadable while deleting document %s", collection_id, document_id
+        )
     if db_documents.count_documents_with_hash(session, content_hash=content_hash) == 0:
         (upload_dir / content_hash).unlink(missing_ok=True)

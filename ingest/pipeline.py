@@ -132,6 +132,11 @@ class IngestPipeline:
         # which retrieval ignores and start-up reconciliation removes.
         if rows:
             self._store.upsert(collection_id, chunk_ids, vectors)
+            with self._session_factory() as session:
+                if db_documents.get_document_for_job(session, document_id=document_id) is None:
+                    # Deleted while we wrote the index: its removal found nothing to remove, so undo our write.
+                    self._store.remove(collection_id, chunk_ids)
+                    raise DocumentGoneError(f"document {document_id} was deleted during indexing")
         timings["index"] = time.perf_counter() - began
         return IngestOutcome(chunk_count=len(rows), timings=timings)
 

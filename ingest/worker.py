@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import WorkerSettings
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
-from app.db.models import Job
 from app.rag.errors import DocumentParseError
 from ingest.pipeline import DocumentGoneError, IngestPipeline
 
@@ -64,10 +63,8 @@ class Worker:
             if job is None:
                 return False
             job_id, document_id, attempts = job.id, job.document_id, job.attempts
-            document = db_documents.get_document_for_job(session, document_id=document_id)
-            if document is not None:
-                document.status = "processing"
-                session.commit()
+            db_documents.set_document_status(session, document_id=document_id, status="processing")
+            session.commit()
         logger.info(
             "job %s (document %s) claimed by %s, attempt %d", job_id, document_id, self.worker_id, attempts
         )
@@ -119,15 +116,20 @@ class Worker:
     def _heartbeat(self, job_id: int, state: _JobState, stop: threading.Event) -> None:
         interval = self._settings.lease_seconds / 3
         while True:
-            with self._session_factory() as session:
-                owned = db_jobs.report_progress(
-                    session,
-                    job_id=job_id,
-                    worker_id=self.worker_id,
-                    stage=state.stage,
-                    progress=state.progress,
-                    timings=state.timings,
-                )
+            try:
+                with self._session_factory() as session:
+                    owned = db_jobs.report_progress(
+                        session,
+                        job_id=job_id,
+                        worker_id=self.worker_id,
+                        stage=state.stage,
+                        progress=state.progress,
+                        timings=state.timings,
+                    )
+            except Exception:
+                # A database hiccup must not silence the heartbeat for the rest of the job: try again soon.
+                logger.exception("job %s: heartbeat failed; retrying", job_id)
+                owned = True
             if not owned:
                 state.lease_lost = True
                 return
@@ -138,24 +140,30 @@ class Worker:
         self, job_id: int, document_id: int, chunk_count: int, timings: dict[str, float]
     ) -> None:
         with self._session_factory() as session:
-            job = session.get(Job, job_id)
             document = db_documents.get_document_for_job(session, document_id=document_id)
-            if job is None or document is None or job.worker_id != self.worker_id:
+            rounded = {k: round(v, 4) for k, v in timings.items()}
+            # Both in one transaction, and only if the job is still ours.
+            if document is None or not db_jobs.finish_job(
+                session, job_id=job_id, worker_id=self.worker_id, timings=rounded
+            ):
+                session.rollback()
+                logger.warning("job %s: finished, but it is no longer this worker's; result dropped", job_id)
                 return
             db_documents.mark_document_ready(session, document=document, chunk_count=chunk_count)
-            db_jobs.finish_job(session, job=job, timings={k: round(v, 4) for k, v in timings.items()})
             session.commit()
         logger.info("job %s done: document %s, %d chunks", job_id, document_id, chunk_count)
 
     def _finish_failed(self, job_id: int, document_id: int, message: str, *, retry: bool) -> None:
         with self._session_factory() as session:
-            job = session.get(Job, job_id)
-            if job is None:
+            if not db_jobs.fail_job(
+                session, job_id=job_id, worker_id=self.worker_id, error=message, retry=retry
+            ):
+                session.rollback()
+                logger.warning("job %s: failed, but it is no longer this worker's; outcome dropped", job_id)
                 return
-            db_jobs.fail_job(session, job=job, error=message, retry=retry)
-            document = db_documents.get_document_for_job(session, document_id=document_id)
-            if document is not None:
-                document.status = "queued" if retry else "failed"
+            db_documents.set_document_status(
+                session, document_id=document_id, status="queued" if retry else "failed"
+            )
             session.commit()
 
     def run_forever(self) -> None:

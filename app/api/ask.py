@@ -36,7 +36,7 @@ async def ask(
 ) -> AskResponse | StreamingResponse:
     """Answer a question from a collection's documents, with checked citations."""
     options = asking.options_from_request(body, services)
-    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=body.collection)
+    pipeline = await asking.checked_pipeline(services, tenant_id=tenant_id, collection=body.collection)
     query_id = asking.new_query_id()
     if not body.stream:
         return asking.to_response(await pipeline.answer(body.question, options), query_id)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from app import asking
 from app.deps import ServicesDep, TenantDep
@@ -35,18 +36,23 @@ def _as_ask_request(body: ChatCompletionRequest) -> AskRequest:
     if not turns or turns[-1].role != "user":
         raise InvalidInputError("the last message must be a user message with content", param="messages")
     question = turns[-1].content or ""
-    return AskRequest(
-        collection=body.collection,
-        question=question,
-        model=body.model,
-        top_k=body.top_k,
-        stream=body.stream,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        template=body.template,
-        history=[Turn(role=m.role, content=m.content or "") for m in turns[:-1]],
-    )
+    try:
+        return AskRequest(
+            collection=body.collection,
+            question=question,
+            model=body.model,
+            top_k=body.top_k,
+            stream=body.stream,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            template=body.template,
+            history=[Turn(role=m.role, content=m.content or "") for m in turns[:-1]],
+        )
+    except ValidationError as error:
+        # /v1/ask's limits (question length, history turns) apply here too, reported like any bad input.
+        first = error.errors()[0]
+        raise InvalidInputError(f"messages: {first['msg']}", param="messages") from error
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
@@ -56,7 +62,7 @@ async def chat_completions(
     """Answer the last user message from a collection, in OpenAI's chat completion shape."""
     ask = _as_ask_request(body)
     options = asking.options_from_request(ask, services)
-    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=ask.collection)
+    pipeline = await asking.checked_pipeline(services, tenant_id=tenant_id, collection=ask.collection)
     query_id = asking.new_query_id()
     completion_id = f"chatcmpl-{query_id}"
     created = int(time.time())

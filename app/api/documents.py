@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from app import uploads
 from app.db import documents as db_documents
 from app.db.models import Document
-from app.deps import ServicesDep, SessionDep, SettingsDep, TenantDep
+from app.deps import DocumentId, ServicesDep, SessionDep, SettingsDep, TenantDep
 from app.rag.errors import NotFoundError, PayloadTooLargeError
 from app.schemas.documents import DeleteResponse, DocumentList, DocumentPublic, UploadResponse
 
@@ -113,7 +113,7 @@ def list_documents(
 
 
 @router.get("/v1/documents/{document_id}", response_model=DocumentPublic)
-def get_document(document_id: int, session: SessionDep, tenant_id: TenantDep) -> DocumentPublic:
+def get_document(document_id: DocumentId, session: SessionDep, tenant_id: TenantDep) -> DocumentPublic:
     """Show one document."""
     document = db_documents.get_document(session, tenant_id=tenant_id, document_id=document_id)
     if document is None:
@@ -124,7 +124,11 @@ def get_document(document_id: int, session: SessionDep, tenant_id: TenantDep) ->
 
 @router.delete("/v1/documents/{document_id}", response_model=DeleteResponse)
 def delete_document(
-    document_id: int, session: SessionDep, tenant_id: TenantDep, settings: SettingsDep, services: ServicesDep
+    document_id: DocumentId,
+    session: SessionDep,
+    tenant_id: TenantDep,
+    settings: SettingsDep,
+    services: ServicesDep,
 ) -> DeleteResponse:
     """Delete a document, its chunks and its index entries."""
     uploads.delete_document(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.db import jobs as db_jobs
-from app.deps import SessionDep, TenantDep
+from app.deps import JobId, SessionDep, TenantDep
 from app.rag.errors import NotFoundError
 from app.schemas.documents import JobPublic
 
@@ -13,7 +13,7 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: SessionDep, tenant_id: TenantDep) -> JobPublic:
+def get_job(job_id: JobId, session: SessionDep, tenant_id: TenantDep) -> JobPublic:
     """Show an ingestion job's status, stage and progress."""
     job = db_jobs.get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job is None:

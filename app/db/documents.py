@@ -222,6 +222,15 @@ def replace_chunks(session: Session, *, document: Document, rows: Sequence[Chunk
     return ids
 
 
+def set_document_status(session: Session, *, document_id: int, status: str) -> None:
+    session.execute(
+        update(Document)
+        .where(Document.id == document_id)
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def mark_document_ready(session: Session, *, document: Document, chunk_count: int) -> None:
     document.status = "ready"
     document.chunk_count = chunk_count
@@ -246,6 +255,11 @@ def ready_chunk_ids(session: Session, *, collection_id: int) -> set[int]:
             .where(Chunk.collection_id == collection_id, Document.status == "ready")
         )
     )
+
+
+def chunk_ids_of_collection(session: Session, *, collection_id: int) -> set[int]:
+    """Every chunk row of the collection, ready or still being ingested."""
+    return set(session.scalars(select(Chunk.id).where(Chunk.collection_id == collection_id)))
 
 
 def ready_chunk_documents(session: Session, *, collection_id: int) -> dict[int, int]:

@@ -64,26 +64,29 @@ def report_progress(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def finish_job(session: Session, *, job: Job, timings: dict[str, float]) -> None:
-    job.status = "done"
-    job.stage = "index"
-    job.progress = 1.0
-    job.error = None
-    job.timings = timings
-    job.finished_at = utcnow()
-    session.flush()
+def finish_job(session: Session, *, job_id: int, worker_id: str, timings: dict[str, float]) -> bool:
+    """Mark the job done if it is still this worker's; False when another worker took it over."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(status="done", stage="index", progress=1.0, error=None, timings=timings, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def fail_job(session: Session, *, job: Job, error: str, retry: bool) -> None:
-    """Record a failure; a retryable one goes back to the queue, the rest end the job."""
-    job.error = error
-    job.worker_id = None
-    if retry:
-        job.status = "queued"
-    else:
-        job.status = "failed"
-        job.finished_at = utcnow()
-    session.flush()
+def fail_job(session: Session, *, job_id: int, worker_id: str, error: str, retry: bool) -> bool:
+    """Record a failure if the job is still this worker's: a retryable one goes back to the queue, the rest
+    end the job. False when another worker took the job over (its outcome is not ours to write)."""
+    values: dict[str, object] = {"error": error, "worker_id": None}
+    values.update({"status": "queued"} if retry else {"status": "failed", "finished_at": utcnow()})
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def get_job(session: Session, *, tenant_id: int, job_id: int) -> Job | None:

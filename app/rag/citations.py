@@ -143,7 +143,8 @@ def best_span(
             if exact and not exact <= exact_tokens(passage_text[start:span_end]):
                 continue
             shared = claim & features(passage_text[start:span_end])
-            support = len(shared) / len(claim) if len(shared) >= min(MIN_SHARED, len(claim)) else 0.0
+            # A claim with fewer than MIN_SHARED features ("No.", "Yes [1].") is too small to check: never supported.
+            support = len(shared) / len(claim) if len(shared) >= MIN_SHARED else 0.0
             # Strictly better only: on a tie the shorter span, found first, stays as the tighter quote.
             if support > best[0] + 1e-9:
                 best = (support, start, span_end)
@@ -187,8 +188,11 @@ def check_answer(answer: str, passages: Sequence[Passage]) -> CheckedAnswer:
         if not numbers:
             candidates = list(passages)
         kept: list[int] = []
-        for passage in candidates:
-            support, span_start, span_end = best_span(claim, passage.text, exact)
+        scored = [(best_span(claim, passage.text, exact), passage) for passage in candidates]
+        if not numbers:
+            # An unmarked sentence gets its single best-supporting passage, not merely the first good enough.
+            scored = sorted(scored, key=lambda item: -item[0][0])[:1]
+        for (support, span_start, span_end), passage in scored:
             if support < MIN_SUPPORT:
                 dropped += 1 if numbers else 0
                 continue
@@ -208,8 +212,6 @@ def check_answer(answer: str, passages: Sequence[Passage]) -> CheckedAnswer:
                     )
                 )
             kept.append(index_of[key])
-            if not numbers:
-                break  # an unmarked sentence gets its best-supporting passage only
         kept = sorted(set(kept))
         checked.append(CheckedSentence(text=plain, citations=tuple(kept), supported=bool(kept)))
         markers = "".join(f"[{i + 1}]" for i in kept)

@@ -120,8 +120,12 @@ class OpenAIChatModel:
             except httpx.HTTPError as error:
                 raise translate_upstream_error(error) from error
             if response.status_code == 200:
-                return int(response.json()["count"])
-            if response.status_code in (404, 405):
+                try:
+                    return int(response.json()["count"])
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("model server's /tokenize answers in another format; estimating instead")
+                    self._can_tokenize = False
+            elif response.status_code in (404, 405):
                 logger.warning("model server has no /tokenize; estimating prompt tokens from characters")
                 self._can_tokenize = False
             else:

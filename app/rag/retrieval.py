@@ -166,6 +166,10 @@ class HybridRetriever:
             fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document
         )
 
+    @property
+    def embedding_model(self) -> str:
+        return self._embedder.name
+
     def invalidate(self, collection_id: int) -> None:
         self._caches.pop(collection_id, None)
 

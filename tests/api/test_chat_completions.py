@@ -68,3 +68,21 @@ def test_errors_reach_the_client_in_openais_shape(client: openai.OpenAI) -> None
         )
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "q"}])
+
+
+def test_chat_limits_are_bad_input_not_server_errors(live_url: str) -> None:
+    with httpx.Client(base_url=live_url) as http:
+        long_question = {
+            "model": "fake-model",
+            "collection": "kb",
+            "messages": [{"role": "user", "content": "长" * 5000}],
+        }
+        response = http.post("/v1/chat/completions", json=long_question)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "messages"
+        turns = [{"role": ("user", "assistant")[i % 2], "content": f"turn {i}"} for i in range(61)]
+        response = http.post(
+            "/v1/chat/completions", json={"model": "fake-model", "collection": "kb", "messages": turns}
+        )
+        assert response.status_code == 400
+        assert http.get("/v1/documents/99999999999999999999").status_code == 422
+        assert http.get("/v1/jobs/3000000000").status_code == 422

@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
+from app.db import documents as db_documents
+from app.db.models import Collection
+from app.rag.vector_index import stored_ids
 from app.services import Services
 
 CHINESE = (
@@ -42,7 +45,7 @@ def assert_envelope(response: Any, status: int, code: str | None = None) -> dict
     return error
 
 
-def test_upload_ingest_retrieve_delete(client: TestClient) -> None:
+def test_upload_ingest_retrieve_delete(client: TestClient, services: Services) -> None:
     created = upload(
         client, "docs", "zh.md", CHINESE.encode(), data={"metadata": json.dumps({"team": "ops"})}
     )
@@ -76,7 +79,12 @@ def test_upload_ingest_retrieve_delete(client: TestClient) -> None:
     listing = client.get("/v1/collections").json()["collections"]
     assert [(c["name"], c["document_count"]) for c in listing] == [("docs", 2)]
 
+    collection_id = next(c.id for c in _collections(services) if c.name == "docs")
+    held_before = set(stored_ids(services.store.load(collection_id)))
     assert client.delete(f"/v1/documents/{body['document_id']}").status_code == 200
+    # Its vectors left the index file too, not just SQL.
+    held_after = set(stored_ids(services.store.load(collection_id)))
+    assert held_after < held_before and all(i >> 20 != body["document_id"] for i in held_after)
     after = client.post("/v1/retrieve", json={"collection": "docs", "query": "粘滞位", "top_k": 10}).json()
     assert all(chunk["source"] != "zh.md" for chunk in after["chunks"])
     assert_envelope(client.get(f"/v1/documents/{body['document_id']}"), 404, "not_found")
@@ -130,3 +138,8 @@ def test_a_file_that_cannot_be_parsed_fails_its_job_with_a_reason(client: TestCl
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
+
+
+def _collections(services: Services) -> list[Collection]:
+    with services.session_factory() as session:
+        return db_documents.all_collections(session)

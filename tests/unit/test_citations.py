@@ -109,3 +109,36 @@ def test_exact_tokens() -> None:
         "v2.39.5",
         "--reference",
     }
+
+
+def test_a_tiny_sentence_is_never_supported_by_chance() -> None:
+    passage = [
+        Passage(
+            number=1, chunk_id=1, document_id=1, source="a.txt", start=0, text="There is no limit on uploads."
+        )
+    ]
+    checked = check_answer("No [1].", passage)
+    assert checked.citations == () and checked.supported_share == 0.0
+
+
+def test_an_unmarked_sentence_gets_its_best_passage_not_the_first_good_enough() -> None:
+    passages = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="Git stores snapshots of the project in a repository.",
+        ),
+        Passage(
+            number=2,
+            chunk_id=2,
+            document_id=1,
+            source="a.txt",
+            start=100,
+            text="A branch in Git is a movable pointer to a commit in the repository.",
+        ),
+    ]
+    checked = check_answer("In Git a branch is a movable pointer to a commit.", passages)
+    assert [c.chunk_id for c in checked.citations] == [2]

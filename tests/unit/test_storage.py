@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
 from app.db.documents import ChunkRow
+from app.db.models import Job
 from app.db.session import create_db_engine, create_session_factory, migrate, migration_connection
 from app.rag.vector_index import VectorIndexStore, stored_ids
 from app.search_index import reconcile_collection
@@ -240,3 +241,48 @@ def test_a_migration_that_rebuilds_a_table_keeps_the_rows_pointing_at_it(tmp_pat
         _rebuild_documents_table(connection)
     assert _counts(unguarded) == (0, 0)
     unguarded.dispose()
+
+
+def test_a_worker_that_lost_its_job_cannot_finish_or_fail_it(database_url: str) -> None:
+    factory = _factory(database_url)
+    with factory() as session:
+        _, _, job_id = _document(session, "t", "c", "lease")
+    with factory() as first, factory() as second:
+        assert db_jobs.claim_next_job(first, worker_id="w1", lease_seconds=0.3) is not None
+        time.sleep(0.5)
+        assert db_jobs.claim_next_job(second, worker_id="w2", lease_seconds=0.3) is not None
+        assert not db_jobs.fail_job(first, job_id=job_id, worker_id="w1", error="stale", retry=False)
+        assert not db_jobs.finish_job(first, job_id=job_id, worker_id="w1", timings={})
+        first.commit()
+        job = second.get(Job, job_id, populate_existing=True)
+        assert job is not None and (job.status, job.worker_id, job.error) == ("running", "w2", None)
+        assert db_jobs.finish_job(second, job_id=job_id, worker_id="w2", timings={"embed": 1.0})
+        second.commit()
+
+
+def test_reconcile_keeps_vectors_of_a_document_still_being_ingested(
+    database_url: str, tmp_path: Path
+) -> None:
+    factory = _factory(database_url)
+    store = VectorIndexStore(tmp_path / "indexes", dim=4)
+    with factory() as session:
+        _, document_id, _ = _document(session, "t", "c", "busy")
+        document = db_documents.get_document_for_job(session, document_id=document_id)
+        assert document is not None
+        row = ChunkRow(
+            ordinal=0,
+            text="t",
+            start=0,
+            end=1,
+            section="",
+            parent_ordinal=None,
+            token_count=1,
+            terms="t",
+            embedding=np.eye(4, dtype=np.float32)[0].tobytes(),
+        )
+        ids = db_documents.replace_chunks(session, document=document, rows=[row])
+        session.commit()  # chunk rows written, document not ready yet: a worker is between index and "ready"
+        collection_id = document.collection_id
+    store.upsert(collection_id, ids, np.eye(4, dtype=np.float32)[:1])
+    assert reconcile_collection(factory, store, collection_id).action == "ok"
+    assert stored_ids(store.load(collection_id)) == ids
