@@ -63,12 +63,12 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import search, uploads
 from app.config import LLMSettings, Settings
@@ -243,32 +243,60 @@ class Stats:
         )
 
 
+@dataclass(frozen=True)
+class LoopWindow:
+    lag: Stats  # how late the probe woke: work on the loop, or the loop's thread waiting for the GIL or a core
+    busy: Stats  # CPU time the loop's own thread used per probe interval: work done on the loop itself
+
+
 class LoopLagProbe:
-    """Sleeps ``interval`` seconds at a time on the loop it runs on and records how late each wake-up is."""
+    """Sleeps ``interval`` seconds at a time on the loop it runs on and records how late each wake-up is, and
+    how much CPU the loop's thread used meanwhile (a thread waiting for the GIL or a core uses none)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, float]] = []  # (when it woke, how late), perf_counter seconds
+        self.samples: list[tuple[float, float, float]] = []  # (when it woke, how late, loop CPU), seconds
         self._running = True
 
     async def run(self) -> None:
         while self._running:
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(self.interval)
             woke = time.perf_counter()
-            self.samples.append((woke, max(0.0, woke - began - self.interval)))
+            self.samples.append((woke, max(0.0, woke - began - self.interval), time.thread_time() - cpu))
 
     def stop(self) -> None:
         self._running = False
 
-    def lags(self, start: float, end: float) -> list[float]:
-        return [lag for woke, lag in self.samples if start <= woke <= end]
+    def window(self, start: float, end: float) -> LoopWindow:
+        inside = [(lag, busy) for woke, lag, busy in self.samples if start <= woke <= end]
+        return LoopWindow(Stats.of([lag for lag, _ in inside]), Stats.of([busy for _, busy in inside]))
+
+
+class RequestClock:
+    """Wraps the app: the wall time of each POST /v1/ask inside the server, from the call to the last byte."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.finished: list[tuple[float, float]] = []  # (when it ended, how long it took), seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/ask":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        await self.app(scope, receive, send)
+        ended = time.perf_counter()
+        self.finished.append((ended, ended - began))
+
+    def durations(self, start: float, end: float) -> list[float]:
+        return [seconds for ended, seconds in self.finished if start <= ended <= end]
 
 
 class LiveServer:
     """wenda under uvicorn on loopback, on an event loop of our own (the kind uvicorn would pick), in a thread."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._sock = listening_socket()
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
         config = uvicorn.Config(app, log_level="warning", access_log=False)
@@ -306,7 +334,8 @@ class Phase:
     concurrency: int
     seconds: float
     samples: list[Sample]
-    lag: Stats
+    server_seconds: list[float]  # the same requests, timed inside the server (RequestClock)
+    loop: LoopWindow
     server_cpu_seconds: float
 
     @property
@@ -318,6 +347,10 @@ class Phase:
         return Stats.of([s.seconds for s in self.samples])
 
     @property
+    def server(self) -> Stats:
+        return Stats.of(self.server_seconds)
+
+    @property
     def requests_per_second(self) -> float:
         return len(self.samples) / self.seconds if self.seconds else 0.0
 
@@ -327,15 +360,15 @@ class Phase:
 
     def stage_p50_ms(self) -> dict[str, float]:
         answered = [s for s in self.samples if s.status == 200]
+        if not answered:
+            return {}
         stages = {
             stage: round(1000 * float(np.median([s.timings.get(stage, 0.0) for s in answered])), 3)
             for stage in STAGES
-            if answered
         }
-        if answered:
-            # HTTP, validation, the tenant lookup, serialization and the client: what no stage covers.
-            outside = [s.seconds - sum(s.timings.get(stage, 0.0) for stage in STAGES) for s in answered]
-            stages["outside_stages"] = round(1000 * float(np.median(outside)), 3)
+        # HTTP, validation, the tenant lookup, serialization and the client: what no stage covers.
+        outside = [s.seconds - sum(s.timings.get(stage, 0.0) for stage in STAGES) for s in answered]
+        stages["outside_stages"] = round(1000 * float(np.median(outside)), 3)
         return stages
 
     def as_json(self) -> dict[str, Any]:
@@ -348,23 +381,31 @@ class Phase:
             "seconds": round(self.seconds, 4),
             "requests_per_second": round(self.requests_per_second, 3),
             "latency_ms": asdict(self.latency),
+            "server_ms": asdict(self.server),
             "server_cpu_ms_per_request": round(self.cpu_ms_per_request, 3),
             "server_timings_p50_ms": self.stage_p50_ms(),
-            "loop_lag_ms": asdict(self.lag),
+            "loop_lag_ms": asdict(self.loop.lag),
+            "loop_busy_ms": asdict(self.loop.busy),
         }
 
 
 @dataclass
 class Control:
-    blocking: Stats
-    lag: Stats
-    detected: bool
+    blocking: Stats  # each synchronous retrieval on the loop
+    loop: LoopWindow
+
+    @property
+    def detected(self) -> bool:
+        # Each call holds the loop for its whole duration: the probe must see about that much lag.
+        return self.loop.lag.max_ms >= 0.5 * self.blocking.max_ms
 
     def as_json(self) -> dict[str, Any]:
         return {
             "calls": self.blocking.count,
             "blocking_ms": asdict(self.blocking),
-            "loop_lag_ms": asdict(self.lag),
+            "loop_lag_ms": asdict(self.loop.lag),
+            "loop_busy_ms": asdict(self.loop.busy),
+            "detected": self.detected,
         }
 
 
@@ -380,7 +421,9 @@ class Corpus:
 
 
 def listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so (as the ones uvicorn makes
+    # from a host and port do). With proto 0 every response's body waited ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)

@@ -52,7 +52,11 @@ class Collection(Base):
 
 class Document(Base):
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("collection_id", "content_hash", name="uq_documents_collection_hash"),)
+    # AUTOINCREMENT: SQLite would otherwise reuse a deleted document's id, and with it its chunk ids.
+    __table_args__ = (
+        UniqueConstraint("collection_id", "content_hash", name="uq_documents_collection_hash"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
@@ -99,6 +103,7 @@ class Chunk(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # a deleted job's id is never handed out again
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)

@@ -286,3 +286,15 @@ def test_reconcile_keeps_vectors_of_a_document_still_being_ingested(
     store.upsert(collection_id, ids, np.eye(4, dtype=np.float32)[:1])
     assert reconcile_collection(factory, store, collection_id).action == "ok"
     assert stored_ids(store.load(collection_id)) == ids
+
+
+def test_a_deleted_documents_id_is_never_handed_out_again(database_url: str) -> None:
+    factory = _factory(database_url)
+    with factory() as session:
+        _, first_id, _ = _document(session, "t", "c", "first")
+        document = db_documents.get_document_for_job(session, document_id=first_id)
+        assert document is not None
+        db_documents.delete_document(session, document=document)
+        session.commit()
+        _, second_id, _ = _document(session, "t", "c", "second")
+    assert second_id > first_id
