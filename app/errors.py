@@ -53,15 +53,24 @@ def _status_for(error: WendaError) -> int:
     return 400
 
 
+def error_body(error: WendaError) -> tuple[int, dict[str, object]]:
+    """The status and envelope for a domain error; also sent as the error event of a stream."""
+    status = _status_for(error)
+    if status < 500:
+        kind = "invalid_request_error"
+    elif status in (502, 504):
+        kind = "upstream_error"
+    else:
+        kind = "service_unavailable"
+    return status, {
+        "error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}
+    }
+
+
 async def _wenda_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, WendaError)
-    status = _status_for(error)
-    kind = (
-        "invalid_request_error"
-        if status < 500
-        else ("upstream_error" if status in (502, 504) else "service_unavailable")
-    )
-    return envelope(status, error.message, kind, param=error.param, code=error.code)
+    status, body = error_body(error)
+    return JSONResponse(status_code=status, content=body)
 
 
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from app import asking
 from app.deps import ServicesDep, TenantDep
+from app.errors import error_body
 from app.rag.answering import Answer
 from app.rag.errors import WendaError
 from app.schemas.ask import AskRequest, AskResponse, TemplateList, TemplatePublic
@@ -41,25 +42,19 @@ async def ask(
     if not body.stream:
         return asking.to_response(await pipeline.answer(body.question, options), query_id)
 
+    # Everything before generation (collection, model, packing) fails here, with its own status.
+    timings: dict[str, float] = {}
+    prepared = await pipeline.prepare(body.question, options, timings)
+
     async def events() -> AsyncIterator[str]:
         try:
-            async for item in pipeline.answer_stream(body.question, options):
+            async for item in pipeline.generate_stream(body.question, options, prepared, timings):
                 if isinstance(item, Answer):
                     yield _event("done", asking.to_response(item, query_id).model_dump())
                 else:
                     yield _event("delta", {"text": item})
         except WendaError as error:
-            yield _event(
-                "error",
-                {
-                    "error": {
-                        "message": error.message,
-                        "type": "upstream_error",
-                        "param": error.param,
-                        "code": error.code,
-                    }
-                },
-            )
+            yield _event("error", error_body(error)[1])
         except Exception:
             logger.exception("streaming answer %s failed", query_id)
             yield _event(

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from app import asking
 from app.deps import ServicesDep, TenantDep
+from app.errors import error_body
 from app.rag.answering import Answer
 from app.rag.errors import InvalidInputError, WendaError
 from app.schemas.ask import AskRequest, Turn
@@ -86,6 +87,10 @@ async def chat_completions(
     def data(payload: object) -> str:
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
+    # Everything before generation (collection, model, packing) fails here, with its own status.
+    timings: dict[str, float] = {}
+    prepared = await pipeline.prepare(ask.question, options, timings)
+
     async def chunks() -> AsyncIterator[str]:
         yield data(
             chunk_payload(
@@ -96,7 +101,7 @@ async def chat_completions(
             )
         )
         try:
-            async for item in pipeline.answer_stream(ask.question, options):
+            async for item in pipeline.generate_stream(ask.question, options, prepared, timings):
                 if isinstance(item, Answer):
                     final = asking.to_response(item, query_id)
                     # The streamed text is the model's; the checked answer (which may be the refusal) and its
@@ -128,16 +133,7 @@ async def chat_completions(
                         )
                     )
         except WendaError as error:
-            yield data(
-                {
-                    "error": {
-                        "message": error.message,
-                        "type": "upstream_error",
-                        "param": error.param,
-                        "code": error.code,
-                    }
-                }
-            )
+            yield data(error_body(error)[1])
         except Exception:
             logger.exception("streaming chat completion %s failed", query_id)
             yield data(

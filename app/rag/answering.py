@@ -221,6 +221,13 @@ class AnswerPipeline:
         """Answer text deltas as the model writes them, then the checked ``Answer``."""
         timings: dict[str, float] = {}
         prepared = await self.prepare(question, options, timings)
+        async for item in self.generate_stream(question, options, prepared, timings):
+            yield item
+
+    async def generate_stream(
+        self, question: str, options: AskOptions, prepared: PreparedPrompt, timings: dict[str, float]
+    ) -> AsyncIterator[str | Answer]:
+        """The streaming half after ``prepare``: callers that must fail before streaming prepare first."""
         began = time.perf_counter()
         parts: list[str] = []
         end: StreamEnd | None = None

@@ -150,4 +150,10 @@ def test_upstream_failures_reach_the_client_as_502_503_504(settings: Settings) -
             )
             error = assert_envelope(client.post("/v1/ask", json={**ask, "model": "garbage"}), 502)
             assert "proxy error" not in error["message"]
+            # Streaming: a failure before generation keeps its status; one during generation is an error event.
+            assert_envelope(client.post("/v1/ask", json={**ask, "collection": "nope", "stream": True}), 404)
+            streamed = client.post("/v1/ask", json={**ask, "model": "down", "stream": True})
+            assert streamed.status_code == 200
+            name, data = _sse(streamed.text)[-1]
+            assert name == "error" and data["error"]["code"] == "upstream_unavailable"
         services.engine.dispose()
