@@ -22,7 +22,8 @@ from app.db.models import Document
 from app.rag.embedding import Embedder
 from app.rag.lexical import tokenize
 from app.rag.types import FileType
-from app.rag.vector_index import VectorIndexStore
+from app.rag.vector_index import IndexCorruptError, VectorIndexStore
+from app.search_index import reconcile_collection
 from ingest.chunking import passage_text, split_document
 from ingest.sandbox import parse_in_subprocess
 
@@ -131,7 +132,12 @@ class IngestPipeline:
         # SQL first, then the index, then "ready": a crash in between leaves extra ids in the index,
         # which retrieval ignores and start-up reconciliation removes.
         if rows:
-            self._store.upsert(collection_id, chunk_ids, vectors)
+            try:
+                self._store.upsert(collection_id, chunk_ids, vectors)
+            except IndexCorruptError:
+                logger.warning("index of collection %s unreadable; rebuilding it from SQL", collection_id)
+                reconcile_collection(self._session_factory, self._store, collection_id)
+                self._store.upsert(collection_id, chunk_ids, vectors)
             with self._session_factory() as session:
                 if db_documents.get_document_for_job(session, document_id=document_id) is None:
                     # Deleted while we wrote the index: its removal found nothing to remove, so undo our write.

@@ -88,19 +88,13 @@ class VectorIndexStore:
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
-    def _load_or_new(self, collection_id: int) -> Any:
-        try:
-            index = self.load(collection_id)
-        except IndexCorruptError:
-            # Start-up reconciliation rebuilds it from SQL; until then, keep writing what we know.
-            logger.warning("index of collection %s is unreadable; starting a new one", collection_id)
-            index = None
-        return self.new_index() if index is None else index
-
     def upsert(self, collection_id: int, ids: list[int], vectors: Vectors) -> None:
-        """Put these vectors in under these ids, replacing any earlier ones with the same ids."""
+        """Put these vectors in under these ids, replacing any earlier ones with the same ids.
+
+        Raises IndexCorruptError for an unreadable file rather than starting over with only these vectors:
+        the caller rebuilds the index from SQL first."""
         with self.locked(collection_id):
-            index = self._load_or_new(collection_id)
+            index = self.load(collection_id) or self.new_index()
             id_array = np.asarray(ids, dtype=np.int64)
             index.remove_ids(id_array)
             if len(ids):

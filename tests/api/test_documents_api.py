@@ -143,3 +143,18 @@ def test_health_and_readiness(client: TestClient) -> None:
 def _collections(services: Services) -> list[Collection]:
     with services.session_factory() as session:
         return db_documents.all_collections(session)
+
+
+def test_ingesting_into_an_unreadable_index_rebuilds_it_from_sql(
+    client: TestClient, services: Services
+) -> None:
+    first = upload(client, "heal", "one.txt", CHINESE.encode()).json()
+    assert wait_for_job(client, first["job_id"])["status"] == "done"
+    collection_id = next(c.id for c in _collections(services) if c.name == "heal")
+    services.store.path(collection_id).write_bytes(b"torn")
+    second = upload(client, "heal", "two.txt", ENGLISH.encode()).json()
+    assert wait_for_job(client, second["job_id"])["status"] == "done"
+    with services.session_factory() as session:
+        ready = db_documents.ready_chunk_ids(session, collection_id=collection_id)
+    assert set(stored_ids(services.store.load(collection_id))) == ready
+    assert {i >> 20 for i in ready} == {first["document_id"], second["document_id"]}

@@ -42,3 +42,10 @@ def test_corrupt_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(IndexCorruptError):
         store.load(3)
     assert store.load(4) is None
+
+
+def test_upsert_refuses_to_overwrite_an_unreadable_index(tmp_path: Path) -> None:
+    store = VectorIndexStore(tmp_path, dim=8)
+    store.path(5).write_bytes(b"not a faiss index")
+    with pytest.raises(IndexCorruptError):
+        store.upsert(5, [1], _unit(1, 8, seed=3))
