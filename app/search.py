@@ -30,9 +30,14 @@ def retrieve(
             f"runs {retriever.embedding_model}; re-ingest it or serve it with that model",
             param="collection",
         )
-    hits = retriever.search(collection.id, query, top_k=top_k, mode=mode, diversify=diversify)
+    collection_id = collection.id
+    # End the read transaction (and give its connection back) before searching: the retriever opens sessions
+    # of its own, and threads each holding one connection while waiting for a second exhausted the pool under
+    # 32 concurrent requests (bench/ask.py).
+    session.rollback()
+    hits = retriever.search(collection_id, query, top_k=top_k, mode=mode, diversify=diversify)
     rows = db_documents.ready_chunks_by_id(
-        session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.chunk_id for h in hits]
+        session, tenant_id=tenant_id, collection_id=collection_id, chunk_ids=[h.chunk_id for h in hits]
     )
     results = []
     for hit in hits:
