@@ -109,10 +109,7 @@ def _rebuild(
 ) -> None:
     # Called with the collection's lock held: write directly rather than through store.rebuild().
     ids, vectors = _vectors(session_factory, store, wanted)
-    index = store.new_index()
-    if ids:
-        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-    store.write(collection_id, index)
+    store.write(collection_id, store.build(ids, vectors))
     logger.info("collection %s index rebuilt from SQL with %d vectors", collection_id, len(ids))
 
 

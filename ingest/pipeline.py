@@ -125,8 +125,9 @@ class IngestPipeline:
         with self._session_factory() as session:
             document = self._document(session, document_id)
             chunk_ids = db_documents.replace_chunks(session, document=document, rows=rows)
-            document.title = parsed.title[:1000]
-            document.text_length = len(parsed.text)
+            db_documents.record_parsed(
+                session, document=document, title=parsed.title, text_length=len(parsed.text)
+            )
             collection_id = document.collection_id
             session.commit()
         # SQL first, then the index, then "ready": a crash in between leaves extra ids in the index,

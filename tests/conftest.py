@@ -22,7 +22,6 @@ from tests.fakes import FakeChatModel, FakeEmbedder
 POSTGRES_ADMIN_URL = os.environ.get(
     "WENDA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def _postgres_reachable() -> bool:

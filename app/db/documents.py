@@ -222,6 +222,13 @@ def replace_chunks(session: Session, *, document: Document, rows: Sequence[Chunk
     return ids
 
 
+def record_parsed(session: Session, *, document: Document, title: str, text_length: int) -> None:
+    """What parsing learned about a document: its title and the length of its text."""
+    document.title = title[:1000]
+    document.text_length = text_length
+    session.flush()
+
+
 def set_document_status(session: Session, *, document_id: int, status: str) -> None:
     session.execute(
         update(Document)

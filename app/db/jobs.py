@@ -93,11 +93,6 @@ def get_job(session: Session, *, tenant_id: int, job_id: int) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 
 
-def count_jobs_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status))
-    return {status: count for status, count in rows}
-
-
 def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; every time we store is UTC."""
     if moment is None or moment.tzinfo is not None:

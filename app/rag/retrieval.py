@@ -170,9 +170,6 @@ class HybridRetriever:
     def embedding_model(self) -> str:
         return self._embedder.name
 
-    def invalidate(self, collection_id: int) -> None:
-        self._caches.pop(collection_id, None)
-
     def _lock_for(self, collection_id: int) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(collection_id, threading.Lock())

@@ -110,18 +110,18 @@ class VectorIndexStore:
             index.remove_ids(id_array)
             self.write(collection_id, index)
 
+    def build(self, ids: list[int], vectors: Vectors) -> Any:
+        """A new index holding exactly these vectors under these ids."""
+        index = self.new_index()
+        if ids:
+            index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+            )
+        return index
+
     def rebuild(self, collection_id: int, ids: list[int], vectors: Vectors) -> None:
         with self.locked(collection_id):
-            index = self.new_index()
-            if ids:
-                index.add_with_ids(
-                    np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64)
-                )
-            self.write(collection_id, index)
-
-    def drop(self, collection_id: int) -> None:
-        with self.locked(collection_id):
-            self.path(collection_id).unlink(missing_ok=True)
+            self.write(collection_id, self.build(ids, vectors))
 
 
 def stored_ids(index: Any) -> list[int]:
