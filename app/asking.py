@@ -51,7 +51,7 @@ def collection_retriever(
 
 def options_from_request(body: AskRequest, services: Services) -> AskOptions:
     settings = services.settings
-    top_k = body.top_k or settings.retrieval.default_top_k
+    top_k = body.top_k or settings.retrieval.answer_top_k
     if top_k > settings.retrieval.max_top_k:
         raise InvalidInputError(f"top_k must be at most {settings.retrieval.max_top_k}", param="top_k")
     services.prompts.get(body.template)  # an unknown template is a 404 before any work

@@ -39,7 +39,15 @@ class ChunkingSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request gives none.")
+    default_top_k: int = Field(5, ge=1, le=100, description="/v1/retrieve: top_k when a request gives none.")
+    answer_top_k: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="/v1/ask and /v1/chat/completions: passages given to the model when a request gives no "
+        "top_k. A small model reads a few passages better than many; the answer is in the first three for "
+        "nearly every dev question.",
+    )
     max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask for.")
     candidates: int = Field(50, ge=1, description="Candidates each retriever contributes before fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
@@ -131,8 +139,8 @@ class Settings(BaseSettings):
             )
         if self.llm.backend == "openai" and not (self.llm.base_url and self.llm.model):
             raise ValueError("llm.base_url and llm.model are required when llm.backend is openai")
-        if self.retrieval.default_top_k > self.retrieval.max_top_k:
-            raise ValueError("retrieval.default_top_k must not exceed retrieval.max_top_k")
+        if max(self.retrieval.default_top_k, self.retrieval.answer_top_k) > self.retrieval.max_top_k:
+            raise ValueError("retrieval.default_top_k and retrieval.answer_top_k must not exceed retrieval.max_top_k")
         return self
 
     @property

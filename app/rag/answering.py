@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.rag.answerability import unmentioned_names
 from app.rag.citations import CheckedAnswer, Passage, check_answer
 from app.rag.llm import ChatModel, Completion, GenerationParams, StreamDelta, StreamEnd, Usage
 from app.rag.prompts import PromptLibrary, detect_language, passages_for_prompt
@@ -52,6 +53,7 @@ class Answer:
     passages_dropped: int
     raw_answer: str = ""
     messages: tuple[ChatMessage, ...] = ()
+    refusal_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class PreparedPrompt:
     dropped: int
     messages: tuple[ChatMessage, ...]
     usage: Usage  # what preparing cost (the rewrite call), added to the answer's usage
+    refusal_reason: str = ""  # set when the passages cannot answer: the model is then not asked
+
+    @property
+    def should_generate(self) -> bool:
+        return bool(self.passages) and not self.refusal_reason
 
 
 def _passages(chunks: Sequence[RetrievedChunk]) -> list[Passage]:
@@ -126,6 +133,7 @@ class AnswerPipeline:
             dropped=len(passages) - len(kept),
             messages=tuple(messages),
             usage=rewrite_usage,
+            refusal_reason=_refusal_reason(standalone, kept),
         )
 
     def _messages(
@@ -179,8 +187,8 @@ class AnswerPipeline:
         refusal = self._prompts.get(options.template).refusal[prepared.language]
         checked: CheckedAnswer | None = None
         grounded = False
-        if prepared.passages and not is_refusal(completion.text, refusal):
-            checked = check_answer(completion.text, prepared.passages)
+        if prepared.should_generate and not is_refusal(completion.text, refusal):
+            checked = check_answer(completion.text, prepared.passages, prepared.standalone_question)
             grounded = bool(checked.citations) and checked.supported_share >= MIN_SUPPORTED_SHARE
         timings["verify"] = time.perf_counter() - began
         usage = Usage(
@@ -201,18 +209,19 @@ class AnswerPipeline:
             passages_dropped=prepared.dropped,
             raw_answer=completion.text,
             messages=prepared.messages if options.debug else (),
+            refusal_reason="" if grounded else prepared.refusal_reason or _unsupported_reason(checked),
         )
 
     async def answer(self, question: str, options: AskOptions) -> Answer:
         timings: dict[str, float] = {}
         prepared = await self.prepare(question, options, timings)
         began = time.perf_counter()
-        if prepared.passages:
+        if prepared.should_generate:
             completion = await self._llm.complete(
                 prepared.messages, model=options.model, params=options.params
             )
         else:
-            # Nothing retrieved: no call, no invention.
+            # Nothing retrieved, or nothing that can answer: no call, no invention.
             completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=options.model)
         timings["generate"] = time.perf_counter() - began
         return self.finish(question, options, prepared, completion, timings)
@@ -231,7 +240,7 @@ class AnswerPipeline:
         began = time.perf_counter()
         parts: list[str] = []
         end: StreamEnd | None = None
-        if prepared.passages:
+        if prepared.should_generate:
             async for event in self._llm.stream(
                 prepared.messages, model=options.model, params=options.params
             ):
@@ -250,6 +259,21 @@ class AnswerPipeline:
         yield self.finish(question, options, prepared, completion, timings)
 
 
+def _refusal_reason(question: str, passages: Sequence[Passage]) -> str:
+    if not passages:
+        return "no passage was found"
+    unmentioned = unmentioned_names(question, [f"{p.source} {p.section} {p.text}" for p in passages])
+    if unmentioned:
+        return "the question names " + ", ".join(repr(n) for n in unmentioned) + ", which no passage mentions"
+    return ""
+
+
+def _unsupported_reason(checked: CheckedAnswer | None) -> str:
+    if checked is None:
+        return "the model found no answer in the passages"
+    return "no passage supports enough of the answer"
+
+
 def answer_payload_debug(answer: Answer) -> dict[str, Any]:
     return {
         "messages": [{"role": m.role, "content": m.content} for m in answer.messages],
@@ -257,4 +281,5 @@ def answer_payload_debug(answer: Answer) -> dict[str, Any]:
         "standalone_question": answer.standalone_question,
         "passages_used": answer.passages_used,
         "passages_dropped": answer.passages_dropped,
+        "refusal_reason": answer.refusal_reason,
     }

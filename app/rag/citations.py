@@ -1,12 +1,17 @@
 """Checked citations: every quote wenda returns is a span of the stored document text, and every citation
 is kept only when the cited passage really supports the sentence that cites it.
 
-The model cites passages by number (``[2]``). For each answer sentence and each number it cites, we look
-for the passage span (one or two of its sentences) that shares the most content with the answer sentence.
-If enough of the sentence is found there, the citation stands, with that span as its quote and its
-character offsets in the document; otherwise it is dropped. A sentence that cites nothing is matched against
-every passage the same way, so an answer that forgot its markers can still be supported. Sentences left
-without support are reported as such, never silently passed off as grounded.
+A sentence's *claim* is what it adds to the question: its content words that the question does not already
+hold, and its exact tokens (numbers, paths, options, dotted names) that the question does not already hold.
+Restating the question claims nothing, so a sentence that only does that is never supported.
+
+For each sentence we look for the passage span (one or two of its sentences or table rows) that holds every
+exact token of the claim verbatim, mentions every name it adds (see ``app.rag.answerability``), shares at
+least one word with the question, and covers the largest share of the claim's words. At ``MIN_SUPPORT`` or more the sentence is supported, with that span as its quote and
+its character offsets in the document. The passages the model cited are tried first; when none of them
+supports the sentence, the best passage is taken instead and the model's marker counts as dropped (small
+models often number passages wrongly). Sentences left without support are reported as such, never silently
+passed off as grounded.
 """
 
 from __future__ import annotations
@@ -15,22 +20,71 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jieba
+
+from app.rag.answerability import mentions, named_things
+from app.rag.lexical import STOPWORDS, initialize_tokenizer
+
 # [1], [1, 2], [1][2], 【1】, [^1]
 _MARKER = re.compile(r"[\[【]\^?\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]")
 _LEADING_MARKERS = re.compile(r"(?:\s*[\[【]\^?\s*\d{1,3}(?:\s*[,，、]\s*\d{1,3})*\s*[\]】])+")
 # Sentence ends in both languages; a period ends an English sentence only before whitespace or the end.
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;])|(?<=\.)(?=\s+[^a-z\s]|\s*$)|\n+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
-_WORD = re.compile(r"[a-z0-9][a-z0-9_\-./]*", re.IGNORECASE)
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
+# ASCII words, kept whole with the punctuation that makes paths, options and versions (apt-mark, v2.5:fs/a.c).
+_ASCII_WORD = re.compile(r"[a-z0-9][a-z0-9_\-./+~:]*")
+# A space before punctuation that ends a clause, left behind when a marker is removed ("done [1]." → "done.").
+# An ASCII mark only counts when a space or the end follows, so "in .git/config" keeps its space.
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([。！？；，])|\s+([.!?;,])(?=\s|$)")
 
-# Numbers (0002, 3.14, 2048) and ASCII tokens with a path, option or dot in them (/etc/fstab, --reference, a.b).
-# Boundaries are ASCII on purpose: in Python every CJK character is \w, and "设置成0002变得" holds a number.
-_EXACT = re.compile(
-    r"(?<![A-Za-z0-9_.])(?:\d+(?:[.:]\d+)*|[A-Za-z0-9_]*[/\-.][A-Za-z0-9_/\-.]*[A-Za-z0-9_])(?![A-Za-z0-9_])"
+# Exact tokens. Boundaries are ASCII on purpose: in Python every CJK character is \w, and "设置成0002变得"
+# holds a number. A number may carry a unit ("200MB" holds 200); a token with a path, option or dot in it is
+# taken whole (/etc/fstab, --no-dangling, -D, v2.39.5, C.UTF-8). Case matters: -d and -D are different options.
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_.\-/])\d+(?:[.:]\d+)*(?![0-9])")
+_TECHNICAL = re.compile(
+    r"(?<![A-Za-z0-9_.\-/])[A-Za-z0-9_~]*[/\-.][A-Za-z0-9_/\-.~]*[A-Za-z0-9_](?![A-Za-z0-9_])"
 )
 
-MIN_SUPPORT = 0.45  # share of the sentence's content features that must appear in the quoted span
-MIN_SHARED = 2  # and at least this many, so that a one-word sentence cannot be "supported" by chance
+# Words a model wraps around an answer ("you can use …", "需要运行 …"): no claim of their own.
+_FILLER = frozenset(
+    {
+        "使用",
+        "可以",
+        "需要",
+        "应该",
+        "通过",
+        "进行",
+        "就是",
+        "这样",
+        "那么",
+        "然后",
+        "用",
+        "得到",
+        "里",
+        "时候",
+        "use",
+        "using",
+        "used",
+        "run",
+        "command",
+        "commands",
+        "will",
+        "need",
+        "needs",
+        "your",
+        "following",
+        "example",
+        "called",
+        "also",
+        "just",
+        "simply",
+        "way",
+    }
+)
+
+MIN_SUPPORT = 0.5  # share of the claim's words that the quoted span must hold
+SPAN_SENTENCES = 2  # a quote is one sentence (or table row) of the passage, or two neighbouring ones
 
 
 @dataclass(frozen=True)
@@ -78,16 +132,53 @@ class CheckedAnswer:
         return sum(s.supported for s in content) / len(content) if content else 0.0
 
 
-def features(text: str) -> set[str]:
-    """Content features: CJK character bigrams (and lone characters) plus lower-cased words."""
-    found: set[str] = set()
+@dataclass(frozen=True)
+class Claim:
+    """What a sentence adds to the question."""
+
+    words: frozenset[str]
+    exact: frozenset[str]  # numbers, paths, options: verbatim in the quote
+    names: frozenset[str]  # SELinux, exFAT, RSA: mentioned by the quote (case and punctuation aside)
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased content words: jieba's words of Chinese runs and whole ASCII words, without function words."""
+    initialize_tokenizer()
     lowered = text.lower()
-    for run in re.findall(r"[\u3400-\u9fff]+", lowered):
-        if len(run) == 1:
-            found.add(run)
-        found.update(run[i : i + 2] for i in range(len(run) - 1))
-    found.update(word.strip("./-") for word in _WORD.findall(lowered) if len(word.strip("./-")) > 1)
-    return found
+    words = set()
+    for token in _ASCII_WORD.findall(lowered):
+        word = token.strip("./-:+~")
+        if len(word) > 1 and word not in STOPWORDS and word not in _FILLER:
+            words.add(word)
+    for run in _CJK_RUN.findall(lowered):
+        words.update(w for w in jieba.cut(run) if w not in STOPWORDS and w not in _FILLER)
+    return words
+
+
+def contains_word(lowered_text: str, word: str) -> bool:
+    """``word`` occurs in the lower-cased text; an ASCII word only between non-alphanumerics."""
+    if word.isascii():
+        return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", lowered_text) is not None
+    return word in lowered_text
+
+
+def exact_tokens(text: str) -> set[str]:
+    """Numbers, paths, options and dotted names, as written: a sentence may only be supported by a span that
+    has each of them verbatim (``umask 0022`` is not supported by a passage that says ``0002``)."""
+    return set(_NUMBER.findall(text)) | {token for token in _TECHNICAL.findall(text) if token.strip("./-")}
+
+
+def _contains_exact(text: str, token: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(token)}(?![A-Za-z0-9_])", text) is not None
+
+
+def claim_of(sentence: str, question: str) -> Claim:
+    lowered_question = question.lower()
+    return Claim(
+        words=frozenset(w for w in content_words(sentence) if not contains_word(lowered_question, w)),
+        exact=frozenset(exact_tokens(sentence) - exact_tokens(question)),
+        names=frozenset(n for n in named_things(sentence) if not mentions(question, n)),
+    )
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -122,32 +213,31 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
-def exact_tokens(text: str) -> set[str]:
-    """Numbers, paths, options and dotted names: a sentence may only be supported by a span that has each
-    of them verbatim (``umask 0022`` is not supported by a passage that says ``0002``)."""
-    return {match.lower() for match in _EXACT.findall(text)}
+def best_span(claim: Claim, passage_text: str, question_words: frozenset[str]) -> tuple[float, int, int]:
+    """The span of the passage that best supports ``claim``: (support, start, end), support 0 when none does.
 
-
-def best_span(
-    claim: set[str], passage_text: str, exact: frozenset[str] = frozenset()
-) -> tuple[float, int, int]:
-    """The one- or two-sentence span of the passage that covers most of ``claim`` and contains every one of
-    ``exact`` (compared in lower case): (support, start, end)."""
-    if not claim:
+    A span must hold every exact token of the claim and at least one of the question's words (when the
+    question has any): a number that merely occurs somewhere ("1769 revisions left") is not an answer."""
+    if not claim.words:
         return 0.0, 0, 0
     sentences = split_sentences(passage_text)
     best = (0.0, 0, 0)
     for i, (start, _) in enumerate(sentences):
-        for last in range(i, min(i + 2, len(sentences))):
-            span_end = sentences[last][1]
-            if exact and not exact <= exact_tokens(passage_text[start:span_end]):
+        for last in range(i, min(i + SPAN_SENTENCES, len(sentences))):
+            end = sentences[last][1]
+            span = passage_text[start:end]
+            if not all(_contains_exact(span, token) for token in claim.exact):
                 continue
-            shared = claim & features(passage_text[start:span_end])
-            # A claim with fewer than MIN_SHARED features ("No.", "Yes [1].") is too small to check: never supported.
-            support = len(shared) / len(claim) if len(shared) >= MIN_SHARED else 0.0
+            if not all(mentions(span, name) for name in claim.names):
+                continue
+            lowered = span.lower()
+            if question_words and not any(contains_word(lowered, w) for w in question_words):
+                continue
+            found = sum(contains_word(lowered, w) for w in claim.words)
+            support = found / len(claim.words)
             # Strictly better only: on a tie the shorter span, found first, stays as the tighter quote.
-            if support > best[0] + 1e-9:
-                best = (support, start, span_end)
+            if found and support > best[0] + 1e-9:
+                best = (support, start, end)
     return best
 
 
@@ -167,59 +257,68 @@ def cited_numbers(sentence: str) -> list[int]:
 
 
 def strip_markers(text: str) -> str:
-    return re.sub(r"\s+([。！？；.!?;，,])", r"\1", _MARKER.sub("", text)).strip()
+    return _SPACE_BEFORE_PUNCTUATION.sub(
+        lambda m: m.group(1) or m.group(2), _MARKER.sub("", text)
+    ).strip()
 
 
-def check_answer(answer: str, passages: Sequence[Passage]) -> CheckedAnswer:
+class _CitationList:
+    """Citations in first-use order, one per distinct span."""
+
+    def __init__(self) -> None:
+        self.items: list[Citation] = []
+        self._index: dict[tuple[int, int, int], int] = {}
+
+    def add(self, passage: Passage, support: float, start: int, end: int) -> int:
+        key = (passage.chunk_id, start, end)
+        if key not in self._index:
+            self._index[key] = len(self.items)
+            self.items.append(
+                Citation(
+                    chunk_id=passage.chunk_id,
+                    document_id=passage.document_id,
+                    source=passage.source,
+                    quote=passage.text[start:end],
+                    start=passage.start + start,
+                    end=passage.start + end,
+                    passage=passage.number,
+                    support=round(support, 3),
+                )
+            )
+        return self._index[key]
+
+
+def check_answer(answer: str, passages: Sequence[Passage], question: str = "") -> CheckedAnswer:
     by_number = {p.number: p for p in passages}
-    citations: list[Citation] = []
-    index_of: dict[tuple[int, int, int], int] = {}
+    question_words = frozenset(content_words(question))
+    citations = _CitationList()
     checked: list[CheckedSentence] = []
     rewritten: list[str] = []
     dropped = 0
     for start, end in split_sentences(answer):
         sentence = answer[start:end]
         plain = strip_markers(sentence)
-        claim = features(plain)
-        exact = frozenset(exact_tokens(plain))
+        claim = claim_of(plain, question)
         numbers = cited_numbers(sentence)
-        candidates = [by_number[n] for n in numbers if n in by_number]
-        dropped += len(numbers) - len(candidates)
-        if not numbers:
-            candidates = list(passages)
-        kept: list[int] = []
-        scored = [(best_span(claim, passage.text, exact), passage) for passage in candidates]
-        if not numbers:
-            # An unmarked sentence gets its single best-supporting passage, not merely the first good enough.
-            scored = sorted(scored, key=lambda item: -item[0][0])[:1]
-        for (support, span_start, span_end), passage in scored:
-            if support < MIN_SUPPORT:
-                dropped += 1 if numbers else 0
-                continue
-            key = (passage.chunk_id, span_start, span_end)
-            if key not in index_of:
-                index_of[key] = len(citations)
-                citations.append(
-                    Citation(
-                        chunk_id=passage.chunk_id,
-                        document_id=passage.document_id,
-                        source=passage.source,
-                        quote=passage.text[span_start:span_end],
-                        start=passage.start + span_start,
-                        end=passage.start + span_end,
-                        passage=passage.number,
-                        support=round(support, 3),
-                    )
-                )
-            kept.append(index_of[key])
-        kept = sorted(set(kept))
+        cited = [by_number[n] for n in numbers if n in by_number]
+        supporting = [
+            (span, passage)
+            for passage in cited
+            if (span := best_span(claim, passage.text, question_words))[0] >= MIN_SUPPORT
+        ]
+        dropped += len(numbers) - len(supporting)
+        if not supporting:
+            scored = [(best_span(claim, p.text, question_words), p) for p in passages]
+            best = max(scored, key=lambda item: item[0][0], default=None)
+            if best is not None and best[0][0] >= MIN_SUPPORT:
+                supporting = [best]
+        kept = sorted({citations.add(p, support, s, e) for (support, s, e), p in supporting})
         checked.append(CheckedSentence(text=plain, citations=tuple(kept), supported=bool(kept)))
-        markers = "".join(f"[{i + 1}]" for i in kept)
-        rewritten.append(_attach(plain, markers))
+        rewritten.append(_attach(plain, "".join(f"[{i + 1}]" for i in kept)))
     separator = "" if _CJK.search(answer) else " "
     return CheckedAnswer(
         text=separator.join(rewritten).strip(),
-        citations=tuple(citations),
+        citations=tuple(citations.items),
         sentences=tuple(checked),
         dropped_markers=dropped,
     )

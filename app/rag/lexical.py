@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 _WORD = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
 
 # Function words that carry no topic in either language; dropping them keeps postings short and scores sharp.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     [
         "的",
         "了",
@@ -178,7 +178,7 @@ def tokenize(text: str) -> list[str]:
     tokens = []
     for token in jieba.cut_for_search(text.lower()):
         token = token.strip()
-        if token and _WORD.search(token) and token not in _STOPWORDS:
+        if token and _WORD.search(token) and token not in STOPWORDS:
             tokens.append(token)
     return tokens
 

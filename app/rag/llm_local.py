@@ -136,6 +136,35 @@ class _Cancelled(Exception):
     pass
 
 
+# A greedy 0.5B model can fall into a loop ("t 表示 t 表示 t 表示 …") until max_tokens. Generation may not repeat
+# an n-gram of its own answer; transformers' no_repeat_ngram_size and repetition_penalty would count the
+# prompt too, and copying from the passages is exactly what an answer should do.
+NO_REPEAT_NGRAM = 6
+
+
+def _answer_loop_guard(prompt_length: int, size: int = NO_REPEAT_NGRAM) -> Any:
+    import torch
+    from transformers import LogitsProcessor
+
+    class _NoRepeatInAnswer(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            for row in range(input_ids.shape[0]):
+                generated = input_ids[row, prompt_length:].tolist()
+                if len(generated) < size:
+                    continue
+                prefix = generated[len(generated) - size + 1 :]
+                banned = {
+                    generated[i + size - 1]
+                    for i in range(len(generated) - size + 1)
+                    if generated[i : i + size - 1] == prefix
+                }
+                if banned:
+                    scores[row, list(banned)] = -torch.inf
+            return scores
+
+    return _NoRepeatInAnswer()
+
+
 class LocalChatModel:
     """One model in this process; generations take turns (a 2-core CPU gains nothing from running two)."""
 
@@ -224,7 +253,7 @@ class LocalChatModel:
         stop_criterion: Any,
     ) -> Completion:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         input_ids = self._input_ids(messages)
         sampling: dict[str, Any] = {"do_sample": False}
@@ -238,6 +267,7 @@ class LocalChatModel:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=params.max_tokens,
                 stopping_criteria=StoppingCriteriaList([stop_criterion]),
+                logits_processor=LogitsProcessorList([_answer_loop_guard(int(input_ids.shape[-1]))]),
                 streamer=streamer,
                 return_dict_in_generate=True,
                 output_scores=params.logprobs,

@@ -88,10 +88,17 @@ def test_ask_end_to_end_with_the_bundled_model(tmp_path: Path, model_dir: Path) 
         while client.get(f"/v1/jobs/{job['job_id']}").json()["status"] not in ("done", "failed"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        for question in ("/tmp 目录权限里的 t 是什么？", "How do I list branches in Git?"):
-            body = client.post("/v1/ask", json={"collection": "kb", "question": question}).json()
+        for question, expected in (("给目录设置粘滞位有什么作用？", "删除"), ("How do I list branches in Git?", "git branch")):
+            body = client.post("/v1/ask", json={"collection": "kb", "question": question, "debug": True}).json()
             assert body["model"] == BUNDLED_MODEL_NAME and body["usage"]["prompt_tokens"] > 0
-            assert body["answer"]
+            assert body["grounded"] and expected in body["answer"], body["debug"]
             for citation in body["citations"]:  # whatever the model wrote, no quote is forged
                 assert DOCUMENT[citation["start"] : citation["end"]] == citation["quote"]
+        # A near miss: the question names something no passage mentions, so the model is not even asked.
+        body = client.post(
+            "/v1/ask", json={"collection": "kb", "question": "How do I GPG-sign a commit?", "debug": True}
+        ).json()
+        assert not body["grounded"] and body["citations"] == [] and body["usage"]["completion_tokens"] == 0
+        assert body["answer"] == "The documents do not contain the answer to this question."
+        assert "GPG-sign" in body["debug"]["refusal_reason"]
     services.engine.dispose()

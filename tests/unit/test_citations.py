@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from app.rag.citations import Passage, check_answer, cited_numbers, quote_matches, split_sentences
+from app.rag.citations import (
+    Passage,
+    check_answer,
+    cited_numbers,
+    exact_tokens,
+    quote_matches,
+    split_sentences,
+    strip_markers,
+)
 
 DOCUMENT = (
     "第一章 权限。\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的一个用户删除。"
@@ -30,8 +38,15 @@ def test_supported_citation_quotes_an_exact_span_of_the_document() -> None:
     assert checked.sentences[0].supported and checked.text.endswith("[1]。")
 
 
-def test_citing_the_wrong_passage_is_dropped_and_the_sentence_marked_unsupported() -> None:
+def test_a_wrong_marker_is_dropped_and_the_citation_points_where_the_support_is() -> None:
     checked = check_answer("粘滞位保护目录内的文件不被其所有者之外的用户删除 [2]。", passages())
+    assert checked.dropped_markers == 1
+    assert [c.passage for c in checked.citations] == [1]
+    assert checked.sentences[0].supported and checked.text.endswith("[1]。")
+
+
+def test_a_sentence_no_passage_supports_is_marked_unsupported_without_markers() -> None:
+    checked = check_answer("粘滞位会在每天凌晨自动清空整个目录并发邮件通知管理员 [2]。", passages())
     assert checked.citations == ()
     assert checked.sentences[0].supported is False
     assert checked.dropped_markers == 1
@@ -98,8 +113,6 @@ def test_a_wrong_number_or_path_is_not_supported_however_similar_the_words() -> 
 
 
 def test_exact_tokens() -> None:
-    from app.rag.citations import exact_tokens
-
     assert exact_tokens(
         "Run git branch -d topic, umask 0002, see /etc/fstab and v2.39.5 or --reference."
     ) == {
@@ -109,6 +122,66 @@ def test_exact_tokens() -> None:
         "v2.39.5",
         "--reference",
     }
+    # A number keeps its place even with a unit after it; ext4 and UTF-8 are names, not numbers.
+    assert exact_tokens("日志最多占用 200MB，ext4 上的 C.UTF-8") == {"200", "C.UTF-8"}
+
+
+def test_options_are_compared_with_their_case() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="To delete a branch that was never merged, use git branch -D topic.",
+        )
+    ]
+    assert check_answer("Delete it with git branch -D topic [1].", passage, "How do I delete an unmerged branch?").citations
+    wrong = check_answer("Delete it with git branch -d topic [1].", passage, "How do I delete an unmerged branch?")
+    assert wrong.citations == ()
+
+
+def test_a_claim_is_what_the_sentence_adds_to_the_question() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="ldap | 389 | ldaps | 636\n\n加密消耗 CPU 时间。",
+        )
+    ]
+    question = "LDAP 改用加密的 ldaps 之后，对应的是哪个端口？"
+    # The question's own words need no support; the port does.
+    checked = check_answer("LDAP 改用加密的 ldaps 之后，对应的是端口 636。", passage, question)
+    assert checked.sentences[0].supported and checked.citations[0].quote.startswith("ldap | 389")
+    assert check_answer("LDAP 改用加密的 ldaps 之后，对应的是端口 587。", passage, question).citations == ()
+    # Repeating the question answers nothing.
+    echo = check_answer("LDAP 改用加密的 ldaps 之后对应哪个端口。", passage, question)
+    assert echo.citations == () and echo.supported_share == 0.0
+
+
+def test_a_number_found_in_an_unrelated_sentence_is_no_support() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="$ git bisect good v2.6.18\nBisecting: 1769 revisions left after this.\nThen mark it bad.",
+        )
+    ]
+    question = "Which exit code makes an automated script skip the current commit?"
+    checked = check_answer("The exit code 1769 makes it skip the commit [1].", passage, question)
+    assert checked.citations == ()
+
+
+def test_removing_markers_keeps_the_space_before_a_dotted_name() -> None:
+    assert strip_markers("They live in .git/rebase-apply [2].") == "They live in .git/rebase-apply."
+    assert strip_markers("它在 /etc/hosts 里 [1]。") == "它在 /etc/hosts 里。"
 
 
 def test_a_tiny_sentence_is_never_supported_by_chance() -> None:

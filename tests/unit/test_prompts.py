@@ -27,8 +27,8 @@ def library() -> PromptLibrary:
 def test_rendering_puts_examples_between_instructions_and_question(library: PromptLibrary) -> None:
     passages = passages_for_prompt([("a.txt", "权限", "粘滞位保护文件。")])
     messages = library.render("qa", "zh", {"question": "粘滞位是什么？", "passages": passages})
-    assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert "文档中没有找到这个问题的答案。" in messages[0].content
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
+    assert "[1]" in messages[2].content  # the example answer shows how to cite
     assert "[1] 来源：a.txt（权限）\n粘滞位保护文件。" in messages[-1].content
     assert messages[-1].content.endswith("问题：粘滞位是什么？")
 
