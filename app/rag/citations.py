@@ -257,9 +257,7 @@ def cited_numbers(sentence: str) -> list[int]:
 
 
 def strip_markers(text: str) -> str:
-    return _SPACE_BEFORE_PUNCTUATION.sub(
-        lambda m: m.group(1) or m.group(2), _MARKER.sub("", text)
-    ).strip()
+    return _SPACE_BEFORE_PUNCTUATION.sub(lambda m: m.group(1) or m.group(2), _MARKER.sub("", text)).strip()
 
 
 class _CitationList:

@@ -59,6 +59,15 @@ def translate_upstream_error(error: Exception) -> Exception:
     return error
 
 
+def _names_the_model(response: httpx.Response) -> bool:
+    """A 404 in the OpenAI error shape about the request's model (as opposed to a route the server lacks)."""
+    try:
+        error = response.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("param") == "model"
+
+
 class OpenAIChatModel:
     def __init__(
         self,
@@ -126,6 +135,9 @@ class OpenAIChatModel:
                     logger.warning("model server's /tokenize answers in another format; estimating instead")
                     self._can_tokenize = False
             elif response.status_code in (404, 405):
+                if _names_the_model(response):
+                    # vLLM answers 404 for a model it does not serve: a configuration error, not a missing route.
+                    raise NotFoundError("the model server does not serve this model", param="model")
                 logger.warning("model server has no /tokenize; estimating prompt tokens from characters")
                 self._can_tokenize = False
             else:

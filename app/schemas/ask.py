@@ -19,7 +19,9 @@ class AskRequest(BaseModel):
         None, description="Model or LoRA adapter name; the server's default when absent."
     )
     top_k: int | None = Field(
-        None, ge=1, description="Passages retrieved before packing; defaults to the server's retrieval.answer_top_k."
+        None,
+        ge=1,
+        description="Passages retrieved before packing; defaults to the server's retrieval.answer_top_k.",
     )
     stream: bool = Field(False, description="Server-Sent Events: `delta` events, then one `done` event.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)

@@ -29,7 +29,9 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(None, ge=1, le=8192)
     template: str = Field("qa", min_length=1, max_length=100, description="wenda: the prompt template.")
-    top_k: int | None = Field(None, ge=1, description="wenda: passages retrieved (default retrieval.answer_top_k).")
+    top_k: int | None = Field(
+        None, ge=1, description="wenda: passages retrieved (default retrieval.answer_top_k)."
+    )
 
 
 class ChatMessageOut(BaseModel):

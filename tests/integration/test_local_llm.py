@@ -28,8 +28,8 @@ DOCUMENT = (
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_bundled_model(tmp_path_factory.mktemp("models") / BUNDLED_MODEL_NAME)
+def model_dir(bundled_model_dir: Path) -> Path:
+    return bundled_model_dir
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +88,13 @@ def test_ask_end_to_end_with_the_bundled_model(tmp_path: Path, model_dir: Path) 
         while client.get(f"/v1/jobs/{job['job_id']}").json()["status"] not in ("done", "failed"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        for question, expected in (("给目录设置粘滞位有什么作用？", "删除"), ("How do I list branches in Git?", "git branch")):
-            body = client.post("/v1/ask", json={"collection": "kb", "question": question, "debug": True}).json()
+        for question, expected in (
+            ("给目录设置粘滞位有什么作用？", "删除"),
+            ("How do I list branches in Git?", "git branch"),
+        ):
+            body = client.post(
+                "/v1/ask", json={"collection": "kb", "question": question, "debug": True}
+            ).json()
             assert body["model"] == BUNDLED_MODEL_NAME and body["usage"]["prompt_tokens"] > 0
             assert body["grounded"] and expected in body["answer"], body["debug"]
             for citation in body["citations"]:  # whatever the model wrote, no quote is forged

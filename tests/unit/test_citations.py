@@ -137,8 +137,12 @@ def test_options_are_compared_with_their_case() -> None:
             text="To delete a branch that was never merged, use git branch -D topic.",
         )
     ]
-    assert check_answer("Delete it with git branch -D topic [1].", passage, "How do I delete an unmerged branch?").citations
-    wrong = check_answer("Delete it with git branch -d topic [1].", passage, "How do I delete an unmerged branch?")
+    assert check_answer(
+        "Delete it with git branch -D topic [1].", passage, "How do I delete an unmerged branch?"
+    ).citations
+    wrong = check_answer(
+        "Delete it with git branch -d topic [1].", passage, "How do I delete an unmerged branch?"
+    )
     assert wrong.citations == ()
 
 

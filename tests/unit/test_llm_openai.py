@@ -7,7 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.rag.errors import UpstreamBadResponseError, UpstreamTimeoutError, UpstreamUnavailableError
+from app.rag.errors import (
+    NotFoundError,
+    UpstreamBadResponseError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
 from app.rag.llm import GenerationParams, StreamDelta, StreamEnd
 from app.rag.llm_openai import OpenAIChatModel
 from app.rag.types import ChatMessage
@@ -41,6 +46,22 @@ def test_completion_usage_window_and_token_count(upstream: tuple[str, UpstreamSt
         completion = await llm.complete(MESSAGES, model="ok", params=GenerationParams())
         assert completion.text == ANSWER and completion.usage.total_tokens == 51
         assert await llm.context_window("ok") == 2048
+        assert await llm.count_tokens(MESSAGES, "ok") == sum(len(m.content) for m in MESSAGES) // 3 + 5
+        await llm.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_model_the_server_does_not_serve_is_not_mistaken_for_a_missing_tokenizer(
+    upstream: tuple[str, UpstreamState],
+) -> None:
+    url, _ = upstream
+
+    async def run() -> None:
+        llm = _model(url)
+        with pytest.raises(NotFoundError):
+            await llm.count_tokens(MESSAGES, "missing")
+        # Counting still uses the server's tokenizer afterwards, not the character estimate.
         assert await llm.count_tokens(MESSAGES, "ok") == sum(len(m.content) for m in MESSAGES) // 3 + 5
         await llm.aclose()
 
