@@ -54,7 +54,7 @@ def test_a_sentence_no_passage_supports_is_marked_unsupported_without_markers() 
 
 
 def test_forged_content_is_not_supported_by_any_passage() -> None:
-    checked = check_answer("设置 SELinux 策略可以阻止所有用户删除文件 [1]。", passages())
+    checked = check_answer("设置 SELinux 策略后系统会自动加密并备份全部文件 [1]。", passages())
     assert checked.citations == () and checked.supported_share == 0.0
 
 
@@ -122,8 +122,14 @@ def test_exact_tokens() -> None:
         "v2.39.5",
         "--reference",
     }
-    # A number keeps its place even with a unit after it; ext4 and UTF-8 are names, not numbers.
-    assert exact_tokens("日志最多占用 200MB，ext4 上的 C.UTF-8") == {"200", "C.UTF-8"}
+    # A number keeps its place even with a unit after it; names with digits or in capitals are exact too.
+    assert exact_tokens("日志最多占用 200MB，ext4 上的 C.UTF-8，用 MD5 和 SIGKILL") == {
+        "200",
+        "ext4",
+        "C.UTF-8",
+        "MD5",
+        "SIGKILL",
+    }
 
 
 def test_options_are_compared_with_their_case() -> None:
@@ -181,6 +187,39 @@ def test_a_number_found_in_an_unrelated_sentence_is_no_support() -> None:
     question = "Which exit code makes an automated script skip the current commit?"
     checked = check_answer("The exit code 1769 makes it skip the commit [1].", passage, question)
     assert checked.citations == ()
+
+
+def test_a_claim_too_small_to_check_is_never_supported() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="The logrotate program rotates log files and keeps old copies for a while.",
+        )
+    ]
+    question = "How many old copies of each log file does logrotate keep?"
+    # Beyond the question this says only "program": a placeholder, not an answer.
+    assert (
+        check_answer(
+            "The logrotate program keeps X old copies of each log file [1].", passage, question
+        ).citations
+        == ()
+    )
+    # English inflections do not make new claims: "renames" was asked, "rename" adds nothing.
+    remote = [
+        Passage(
+            number=1, chunk_id=2, document_id=1, source="a.txt", start=0, text="git remote add origin URL"
+        )
+    ]
+    assert (
+        check_answer(
+            "Run git remote rename origin [1].", remote, "What renames a remote like origin?"
+        ).citations
+        == ()
+    )
 
 
 def test_removing_markers_keeps_the_space_before_a_dotted_name() -> None:
