@@ -102,6 +102,8 @@ class AnswerScores:
     citations: int = 0
     citations_in_gold_source: int = 0
     citations_on_gold_text: int = 0
+    gold_text_questions: int = 0
+    gold_text_cited: int = 0
     latencies: list[float] = field(default_factory=list)
 
     def add(
@@ -123,11 +125,16 @@ class AnswerScores:
         lowered = answer.lower()
         self.correct += grounded and any(k.lower() in lowered for k in question.keywords)
         gold = _squash(question.gold_text)
+        on_gold = 0
         for names, quote in cited:
             self.citations += 1
             self.citations_in_gold_source += bool(names & question.gold_sources)
             squashed = _squash(quote)
-            self.citations_on_gold_text += bool(gold) and (squashed in gold or gold in squashed)
+            on_gold += bool(gold) and (squashed in gold or gold in squashed)
+        self.citations_on_gold_text += on_gold
+        if gold:
+            self.gold_text_questions += 1
+            self.gold_text_cited += on_gold > 0
 
     def summary(self) -> dict[str, float | int]:
         ordered = sorted(self.latencies)
@@ -143,6 +150,8 @@ class AnswerScores:
             "citations": self.citations,
             "citation_precision_source": share(self.citations_in_gold_source, self.citations),
             "citation_precision_gold_text": share(self.citations_on_gold_text, self.citations),
+            # Of the answerable questions with a gold passage, how many answers cite it.
+            "citation_recall_gold_text": share(self.gold_text_cited, self.gold_text_questions),
             "latency_p50_s": round(ordered[len(ordered) // 2], 2) if ordered else 0.0,
             "latency_max_s": round(ordered[-1], 2) if ordered else 0.0,
         }

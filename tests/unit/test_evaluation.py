@@ -60,4 +60,5 @@ def test_answer_scores() -> None:
     assert summary["citations"] == 3
     assert summary["citation_precision_source"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["citation_precision_gold_text"] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary["citation_recall_gold_text"] == pytest.approx(1 / 3, abs=1e-4)  # 1 of 3 answers cites it
     assert summary["latency_p50_s"] == 1.0
