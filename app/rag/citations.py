@@ -50,6 +50,9 @@ _CODE_NAME = re.compile(
     r"(?![A-Za-z0-9_]|[.\-/][A-Za-z0-9])"
 )
 
+# Code the answer quotes: `git repack`, or a shell line "$ git repack". It must be in the quote as written.
+_CODE_SPAN = re.compile(r"`([^`\n]+)`|^\s*\$\s+(\S.*?)\s*$", re.MULTILINE)
+
 # Words a model wraps around an answer ("you can use …", "需要运行 …"): no claim of their own.
 _FILLER = frozenset(
     {
@@ -125,6 +128,7 @@ class CheckedSentence:
     text: str
     citations: tuple[int, ...]  # indexes into CheckedAnswer.citations
     supported: bool
+    claims: bool = True  # False when the sentence only restates the question
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,12 @@ class CheckedAnswer:
     def supported_share(self) -> float:
         content = [s for s in self.sentences if s.text.strip()]
         return sum(s.supported for s in content) / len(content) if content else 0.0
+
+    @property
+    def answer_supported(self) -> bool:
+        """The first sentence that claims anything is supported: that sentence is the answer; when it is not
+        supported, what follows is usually passage text copied around a question the passages do not answer."""
+        return next((s.supported for s in self.sentences if s.claims), False)
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,7 @@ def _stem(word: str) -> str:
 
 def contains_word(lowered_text: str, word: str) -> bool:
     """``word`` occurs in the lower-cased text: a Chinese word anywhere, an ASCII word only between
-    non-alphanumerics, and an English word in any of its simple inflections (keep, keeps, kept aside)."""
+    non-alphanumerics, and an English word in its regular inflections too (rename, renames, renamed)."""
     if not word.isascii():
         return word in lowered_text
     if word.isalpha():
@@ -188,13 +198,15 @@ def contains_word(lowered_text: str, word: str) -> bool:
 
 
 def exact_tokens(text: str) -> set[str]:
-    """Numbers, paths, options, dotted names and code names (MD5, SIGKILL), as written: a sentence may only be
-    supported by a span that has each of them verbatim (``umask 0022`` is not supported by a passage that says
-    ``0002``)."""
+    """Numbers, paths, options, dotted names, code names (MD5, SIGKILL) and quoted code (`git repack`,
+    ``$ git repack``), as written: a sentence may only be supported by a span that has each of them verbatim
+    (``umask 0022`` is not supported by a passage that says ``0002``)."""
+    code = {(quoted or line).strip() for quoted, line in _CODE_SPAN.findall(text)}
     return (
         set(_NUMBER.findall(text))
         | {token for token in _TECHNICAL.findall(text) if token.strip("./-")}
         | set(_CODE_NAME.findall(text))
+        | {snippet for snippet in code if len(snippet) > 1}
     )
 
 
@@ -338,7 +350,14 @@ def check_answer(answer: str, passages: Sequence[Passage], question: str = "") -
             if best is not None and best[0][0] >= MIN_SUPPORT:
                 supporting = [best]
         kept = sorted({citations.add(p, support, s, e) for (support, s, e), p in supporting})
-        checked.append(CheckedSentence(text=plain, citations=tuple(kept), supported=bool(kept)))
+        checked.append(
+            CheckedSentence(
+                text=plain,
+                citations=tuple(kept),
+                supported=bool(kept),
+                claims=bool(claim.words or claim.exact),
+            )
+        )
         rewritten.append(_attach(plain, "".join(f"[{i + 1}]" for i in kept)))
     separator = "" if _CJK.search(answer) else " "
     return CheckedAnswer(

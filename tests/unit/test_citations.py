@@ -222,6 +222,51 @@ def test_a_claim_too_small_to_check_is_never_supported() -> None:
     )
 
 
+def test_quoted_code_must_be_in_the_quote_as_written() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="To pack loose objects, run\n\n    $ git repack\n\nThis creates a single pack file.",
+        )
+    ]
+    question = "How do I pack loose objects?"
+    assert check_answer("$ git repack", passage, question).citations
+    assert check_answer("Run `git repack` [1].", passage, question).citations
+    assert check_answer("Run `git gc --prune` [1].", passage, question).citations == ()
+
+
+def test_the_answer_is_its_first_claim() -> None:
+    passage = [
+        Passage(
+            number=1,
+            chunk_id=1,
+            document_id=1,
+            source="a.txt",
+            start=0,
+            text="$ git bisect bad\nBisecting: 1769 revisions left to test after this.\n"
+            "Compile and test it, and see whether it crashes.",
+        )
+    ]
+    question = "Which exit code makes git bisect skip a commit when a test script runs it?"
+    padded = check_answer(
+        "Exit code 125 makes bisect skip it. Compile and test it, and see whether it crashes [1].",
+        passage,
+        question,
+    )
+    assert padded.supported_share == 0.5 and not padded.answer_supported
+    # A first sentence that only restates the question claims nothing; the answer is the next one.
+    restated = check_answer(
+        "Git bisect can skip a commit. Compile and test it, and see whether it crashes [1].",
+        passage,
+        question,
+    )
+    assert not restated.sentences[0].claims and restated.answer_supported
+
+
 def test_removing_markers_keeps_the_space_before_a_dotted_name() -> None:
     assert strip_markers("They live in .git/rebase-apply [2].") == "They live in .git/rebase-apply."
     assert strip_markers("它在 /etc/hosts 里 [1]。") == "它在 /etc/hosts 里。"
