@@ -63,3 +63,18 @@ def test_nothing_retrieved_is_refused_without_calling_the_model() -> None:
     answer = asyncio.run(_pipeline(llm, 0).answer("What is a sticky bit?", AskOptions(model="m")))
     assert answer.grounded is False and llm.calls == []
     assert answer.text == "The documents do not contain the answer to this question."
+
+
+def test_a_question_naming_what_no_passage_mentions_is_refused_without_calling_the_model() -> None:
+    llm = FakeChatModel()
+    answer = asyncio.run(_pipeline(llm, 3).answer("exFAT 的粘滞位有什么作用？", AskOptions(model="m")))
+    assert answer.grounded is False and llm.calls == []
+    assert answer.text == "文档中没有找到这个问题的答案。"
+    assert "exFAT" in answer.refusal_reason
+
+
+def test_a_supported_answer_is_grounded_and_gives_no_refusal_reason() -> None:
+    llm = FakeChatModel()
+    answer = asyncio.run(_pipeline(llm, 3).answer("粘滞位保护目录中的什么？", AskOptions(model="m")))
+    assert answer.grounded and answer.refusal_reason == "" and len(llm.calls) == 1
+    assert answer.checked is not None and answer.checked.answer_supported
