@@ -19,6 +19,10 @@ STICKY_START = DOCUMENT.index("给一个目录")
 NETWORK_START = DOCUMENT.index("网络接口")
 
 
+def one_passage(text: str) -> list[Passage]:
+    return [Passage(number=1, chunk_id=1, document_id=1, source="a.txt", text=text, start=0)]
+
+
 def passages() -> list[Passage]:
     sticky = DOCUMENT[STICKY_START : DOCUMENT.index("\n第二章")]
     network = DOCUMENT[NETWORK_START:]
@@ -94,16 +98,9 @@ def test_markers_and_sentences_are_parsed_in_both_languages() -> None:
 
 
 def test_a_wrong_number_or_path_is_not_supported_however_similar_the_words() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="自从每个用户都有自己的私人组之后，把umask设置成0002变得更安全了。配置文件是 /etc/login.defs。",
-        )
-    ]
+    passage = one_passage(
+        "自从每个用户都有自己的私人组之后，把umask设置成0002变得更安全了。配置文件是 /etc/login.defs。"
+    )
     right = check_answer("把 umask 设置成 0002 变得更安全了 [1]。", passage)
     wrong = check_answer("把 umask 设置成 0022 变得更安全了 [1]。", passage)
     assert right.citations and right.sentences[0].supported
@@ -133,16 +130,7 @@ def test_exact_tokens() -> None:
 
 
 def test_options_are_compared_with_their_case() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="To delete a branch that was never merged, use git branch -D topic.",
-        )
-    ]
+    passage = one_passage("To delete a branch that was never merged, use git branch -D topic.")
     assert check_answer(
         "Delete it with git branch -D topic [1].", passage, "How do I delete an unmerged branch?"
     ).citations
@@ -153,16 +141,7 @@ def test_options_are_compared_with_their_case() -> None:
 
 
 def test_a_claim_is_what_the_sentence_adds_to_the_question() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="ldap | 389 | ldaps | 636\n\n加密消耗 CPU 时间。",
-        )
-    ]
+    passage = one_passage("ldap | 389 | ldaps | 636\n\n加密消耗 CPU 时间。")
     question = "LDAP 改用加密的 ldaps 之后，对应的是哪个端口？"
     # The question's own words need no support; the port does.
     checked = check_answer("LDAP 改用加密的 ldaps 之后，对应的是端口 636。", passage, question)
@@ -174,65 +153,32 @@ def test_a_claim_is_what_the_sentence_adds_to_the_question() -> None:
 
 
 def test_a_number_found_in_an_unrelated_sentence_is_no_support() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="$ git bisect good v2.6.18\nBisecting: 1769 revisions left after this.\nThen mark it bad.",
-        )
-    ]
+    passage = one_passage(
+        "$ git bisect good v2.6.18\nBisecting: 1769 revisions left after this.\nThen mark it bad."
+    )
     question = "Which exit code makes an automated script skip the current commit?"
     checked = check_answer("The exit code 1769 makes it skip the commit [1].", passage, question)
     assert checked.citations == ()
 
 
 def test_a_claim_too_small_to_check_is_never_supported() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="The logrotate program rotates log files and keeps old copies for a while.",
-        )
-    ]
+    passage = one_passage("The logrotate program rotates log files and keeps old copies for a while.")
     question = "How many old copies of each log file does logrotate keep?"
     # Beyond the question this says only "program": a placeholder, not an answer.
-    assert (
-        check_answer(
-            "The logrotate program keeps X old copies of each log file [1].", passage, question
-        ).citations
-        == ()
+    placeholder = check_answer(
+        "The logrotate program keeps X old copies of each log file [1].", passage, question
     )
+    assert placeholder.citations == ()
     # English inflections do not make new claims: "renames" was asked, "rename" adds nothing.
-    remote = [
-        Passage(
-            number=1, chunk_id=2, document_id=1, source="a.txt", start=0, text="git remote add origin URL"
-        )
-    ]
-    assert (
-        check_answer(
-            "Run git remote rename origin [1].", remote, "What renames a remote like origin?"
-        ).citations
-        == ()
-    )
+    remote = one_passage("git remote add origin URL")
+    echo = check_answer("Run git remote rename origin [1].", remote, "What renames a remote like origin?")
+    assert echo.citations == ()
 
 
 def test_quoted_code_must_be_in_the_quote_as_written() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="To pack loose objects, run\n\n    $ git repack\n\nThis creates a single pack file.",
-        )
-    ]
+    passage = one_passage(
+        "To pack loose objects, run\n\n    $ git repack\n\nThis creates a single pack file."
+    )
     question = "How do I pack loose objects?"
     assert check_answer("$ git repack", passage, question).citations
     assert check_answer("Run `git repack` [1].", passage, question).citations
@@ -240,17 +186,10 @@ def test_quoted_code_must_be_in_the_quote_as_written() -> None:
 
 
 def test_the_answer_is_its_first_claim() -> None:
-    passage = [
-        Passage(
-            number=1,
-            chunk_id=1,
-            document_id=1,
-            source="a.txt",
-            start=0,
-            text="$ git bisect bad\nBisecting: 1769 revisions left to test after this.\n"
-            "Compile and test it, and see whether it crashes.",
-        )
-    ]
+    passage = one_passage(
+        "$ git bisect bad\nBisecting: 1769 revisions left to test after this.\n"
+        "Compile and test it, and see whether it crashes."
+    )
     question = "Which exit code makes git bisect skip a commit when a test script runs it?"
     padded = check_answer(
         "Exit code 125 makes bisect skip it. Compile and test it, and see whether it crashes [1].",
@@ -273,11 +212,7 @@ def test_removing_markers_keeps_the_space_before_a_dotted_name() -> None:
 
 
 def test_a_tiny_sentence_is_never_supported_by_chance() -> None:
-    passage = [
-        Passage(
-            number=1, chunk_id=1, document_id=1, source="a.txt", start=0, text="There is no limit on uploads."
-        )
-    ]
+    passage = one_passage("There is no limit on uploads.")
     checked = check_answer("No [1].", passage)
     assert checked.citations == () and checked.supported_share == 0.0
 
