@@ -3,7 +3,9 @@ is kept only when the cited passage really supports the sentence that cites it.
 
 A sentence's *claim* is what it adds to the question: its content words that the question does not already
 hold, and its exact tokens (numbers, paths, options, dotted names) that the question does not already hold.
-Restating the question claims nothing, so a sentence that only does that is never supported.
+Restating the question claims nothing, so a sentence that only does that is never supported; the one
+exception is English words the question has, put side by side in an order it does not ("Use git branch" for
+"How do I list branches in Git?"), which claim that pairing.
 
 For each sentence we look for the passage span (one or two of its sentences or table rows) that holds every
 exact token of the claim verbatim, shares at least one word with the question, and covers the largest share
@@ -16,6 +18,7 @@ passed off as grounded.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,12 +159,20 @@ class Claim:
 
     words: frozenset[str]
     exact: frozenset[str]  # numbers, paths, options: verbatim in the quote
+    # Neighbouring English words the question does not have side by side: "Use git branch" answers "How do
+    # I list branches in Git?" with the question's own words, in an order that names a command.
+    phrases: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def checkable(self) -> bool:
-        """Enough to check: an exact token, or two words. "It keeps X copies" claims one word ("keeps") beyond
-        a question about how many copies are kept, which any passage on the topic would seem to support."""
-        return bool(self.exact) or len(self.words) >= MIN_CLAIM_WORDS
+        """Enough to check: an exact token, a phrase, or two words. "It keeps X copies" claims one word
+        ("keeps") beyond a question about how many copies are kept, which any passage on the topic would
+        seem to support."""
+        return bool(self.exact) or bool(self.phrases) or len(self.words) >= MIN_CLAIM_WORDS
+
+    @property
+    def empty(self) -> bool:
+        return not (self.words or self.exact or self.phrases)
 
 
 def content_words(text: str) -> set[str]:
@@ -214,11 +225,25 @@ def _contains_exact(text: str, token: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_]){re.escape(token)}(?![A-Za-z0-9_])", text) is not None
 
 
+def _english_pairs(text: str) -> set[tuple[str, str]]:
+    """Neighbouring English content words of ``text``, stemmed, in their order."""
+    stems = [
+        _stem(word)
+        for token in _ASCII_WORD.findall(text.lower())
+        if len(word := token.strip("./-:+~")) > 1 and word.isalpha() and word not in STOPWORDS | _FILLER
+    ]
+    return set(itertools.pairwise(stems))
+
+
 def claim_of(sentence: str, question: str) -> Claim:
     lowered_question = question.lower()
+    words = frozenset(w for w in content_words(sentence) if not contains_word(lowered_question, w))
+    exact = frozenset(exact_tokens(sentence) - exact_tokens(question))
+    if words or exact:
+        return Claim(words=words, exact=exact)
+    # Only the question's words: a restatement, unless their order says something the question does not.
     return Claim(
-        words=frozenset(w for w in content_words(sentence) if not contains_word(lowered_question, w)),
-        exact=frozenset(exact_tokens(sentence) - exact_tokens(question)),
+        words=words, exact=exact, phrases=frozenset(_english_pairs(sentence) - _english_pairs(question))
     )
 
 
@@ -259,7 +284,7 @@ def best_span(claim: Claim, passage_text: str, question_words: frozenset[str]) -
 
     A span must hold every exact token of the claim and at least one of the question's words (when the
     question has any): a number that merely occurs somewhere ("1769 revisions left") is not an answer."""
-    if not claim.words or not claim.checkable:
+    if not claim.checkable:
         return 0.0, 0, 0
     sentences = split_sentences(passage_text)
     best = (0.0, 0, 0)
@@ -272,10 +297,14 @@ def best_span(claim: Claim, passage_text: str, question_words: frozenset[str]) -
             lowered = span.lower()
             if question_words and not any(contains_word(lowered, w) for w in question_words):
                 continue
+            if claim.phrases and not claim.phrases <= _english_pairs(span):
+                continue
             found = sum(contains_word(lowered, w) for w in claim.words)
-            support = found / len(claim.words)
-            # Strictly better only: on a tie the shorter span, found first, stays as the tighter quote.
-            if found and support > best[0] + 1e-9:
+            # A claim of exact tokens or phrases alone is whole once they are all in the span.
+            support = found / len(claim.words) if claim.words else 1.0
+            # On a tie the shorter span is the tighter quote; between equal lengths the first one found stays.
+            tie = abs(support - best[0]) <= 1e-9 and end - start < best[2] - best[1]
+            if support > 0 and (support > best[0] + 1e-9 or tie):
                 best = (support, start, end)
     return best
 
@@ -355,7 +384,8 @@ def check_answer(answer: str, passages: Sequence[Passage], question: str = "") -
                 text=plain,
                 citations=tuple(kept),
                 supported=bool(kept),
-                claims=bool(claim.words or claim.exact),
+                # Phrases the passages do not hold are the question's words reordered, not a claim.
+                claims=not claim.empty and (bool(kept) or bool(claim.words or claim.exact)),
             )
         )
         rewritten.append(_attach(plain, "".join(f"[{i + 1}]" for i in kept)))

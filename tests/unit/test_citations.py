@@ -206,6 +206,27 @@ def test_the_answer_is_its_first_claim() -> None:
     assert not restated.sentences[0].claims and restated.answer_supported
 
 
+def test_a_command_made_of_the_questions_words_is_a_claim() -> None:
+    passage = one_passage("A branch is a movable pointer to a commit. Use git branch to list branches.")
+    question = "How do I list branches in Git?"
+    command = check_answer("Use git branch [1].", passage, question)
+    assert command.answer_supported and command.citations[0].quote == "Use git branch to list branches."
+    # The same words in an order the passage does not have: a restatement, or a command it never names.
+    for answer in ("Git can list branches [1].", "Run git list branches [1]."):
+        checked = check_answer(answer, passage, question)
+        assert checked.citations == () and not checked.answer_supported
+
+
+def test_an_answer_that_is_only_the_asked_value_is_checked() -> None:
+    passage = one_passage("新建文件时，默认的 umask 是 0022。\n用户组私有时常用 0002。")
+    question = "默认的 umask 是多少？"
+    assert (
+        check_answer("0022 [1]。", passage, question).citations[0].quote
+        == "新建文件时，默认的 umask 是 0022。"
+    )
+    assert check_answer("0027 [1]。", passage, question).citations == ()
+
+
 def test_removing_markers_keeps_the_space_before_a_dotted_name() -> None:
     assert strip_markers("They live in .git/rebase-apply [2].") == "They live in .git/rebase-apply."
     assert strip_markers("它在 /etc/hosts 里 [1]。") == "它在 /etc/hosts 里。"
