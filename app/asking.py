@@ -54,7 +54,7 @@ def options_from_request(body: AskRequest, services: Services) -> AskOptions:
     top_k = body.top_k or settings.retrieval.answer_top_k
     if top_k > settings.retrieval.max_top_k:
         raise InvalidInputError(f"top_k must be at most {settings.retrieval.max_top_k}", param="top_k")
-    services.prompts.get(body.template)  # an unknown template is a 404 before any work
+    template = services.prompts.get(body.template)  # an unknown template is a 404 before any work
     return AskOptions(
         model=body.model or services.llm.default_model,
         template=body.template,
@@ -63,6 +63,7 @@ def options_from_request(body: AskRequest, services: Services) -> AskOptions:
             temperature=0.0 if body.temperature is None else body.temperature,
             top_p=1.0 if body.top_p is None else body.top_p,
             max_tokens=body.max_tokens or settings.llm.max_tokens,
+            stop=template.stop,
         ),
         history=tuple(ChatMessage(turn.role, turn.content) for turn in body.history),
         debug=body.debug,

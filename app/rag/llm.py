@@ -18,6 +18,9 @@ class GenerationParams:
     top_p: float = 1.0
     max_tokens: int = 512
     logprobs: bool = False
+    # Generation ends before any of these strings, which the answer never contains: a small model that has
+    # answered often goes on to write the template's next "Question:" line itself.
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,54 @@ def _answer_loop_guard(prompt_length: int, size: int = NO_REPEAT_NGRAM) -> Any:
     return _NoRepeatInAnswer()
 
 
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the first of the stop strings, and whether one was there."""
+    positions = [position for stop in stops if stop and (position := text.find(stop)) >= 0]
+    return (text[: min(positions)], True) if positions else (text, False)
+
+
+def _stop_strings_criterion(tokenizer: Any, prompt_length: int, stops: Sequence[str]) -> Any:
+    from transformers import StoppingCriteria
+
+    class _StopAtStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+            # Decoding the whole answer each step costs far less than the step itself, and unlike matching
+            # token ids it finds a stop string however the tokenizer happened to split it.
+            text = tokenizer.decode(input_ids[0, prompt_length:], skip_special_tokens=True)
+            return cut_at_stop(text, stops)[1]
+
+    return _StopAtStrings()
+
+
+class StopStringFilter:
+    """Streamed text up to the first stop string. The end of a piece that could still grow into a stop string
+    is held back until the next piece settles it, so no part of a stop string ever reaches the client."""
+
+    def __init__(self, stops: Sequence[str]):
+        self._stops = tuple(stop for stop in stops if stop)
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        text, self.stopped = cut_at_stop(self._held + piece, self._stops)
+        if self.stopped:
+            self._held = ""
+            return text
+        hold = max(
+            (size for stop in self._stops for size in range(1, len(stop)) if text.endswith(stop[:size])),
+            default=0,
+        )
+        self._held = text[len(text) - hold :]
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        """What was held back when the text ended without a stop string."""
+        held, self._held = self._held, ""
+        return held
+
+
 class LocalChatModel:
     """One model in this process; generations take turns (a 2-core CPU gains nothing from running two)."""
 
@@ -256,6 +304,10 @@ class LocalChatModel:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         input_ids = self._input_ids(messages)
+        prompt_length = int(input_ids.shape[-1])
+        criteria = [stop_criterion]
+        if params.stop:
+            criteria.append(_stop_strings_criterion(self._tokenizer, prompt_length, params.stop))
         sampling: dict[str, Any] = {"do_sample": False}
         if params.temperature > 0:
             sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
@@ -266,14 +318,14 @@ class LocalChatModel:
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=params.max_tokens,
-                stopping_criteria=StoppingCriteriaList([stop_criterion]),
-                logits_processor=LogitsProcessorList([_answer_loop_guard(int(input_ids.shape[-1]))]),
+                stopping_criteria=StoppingCriteriaList(criteria),
+                logits_processor=LogitsProcessorList([_answer_loop_guard(prompt_length)]),
                 streamer=streamer,
                 return_dict_in_generate=True,
                 output_scores=params.logprobs,
                 **sampling,
             )
-        generated = output.sequences[0, input_ids.shape[-1] :]
+        generated = output.sequences[0, prompt_length:]
         logprobs = None
         if params.logprobs:
             scores = self._model.compute_transition_scores(
@@ -281,12 +333,15 @@ class LocalChatModel:
             )
             logprobs = tuple(float(x) for x in scores[0])
         eos_ids = set(self._model.generation_config.eos_token_id or [])
-        finish = "stop" if len(generated) and int(generated[-1]) in eos_ids else "length"
+        text, at_stop_string = cut_at_stop(
+            self._tokenizer.decode(generated, skip_special_tokens=True), params.stop
+        )
+        finish = "stop" if at_stop_string or (len(generated) and int(generated[-1]) in eos_ids) else "length"
         if stop.is_set():
             finish = "cancelled"
         return Completion(
-            text=self._tokenizer.decode(generated, skip_special_tokens=True),
-            usage=Usage(int(input_ids.shape[-1]), len(generated)),
+            text=text,
+            usage=Usage(prompt_length, len(generated)),
             finish_reason=finish,
             model=self._name,
             token_logprobs=logprobs,
@@ -316,14 +371,17 @@ class LocalChatModel:
         )
         task = asyncio.create_task(asyncio.to_thread(self._generate, messages, params, stop, streamer))
         pieces = iter(streamer)
+        until_stop = StopStringFilter(params.stop)
         try:
             while True:
                 piece = await asyncio.to_thread(next, pieces, None)
                 if piece is None:
                     break
-                if piece:
-                    yield StreamDelta(piece)
+                if text := until_stop.feed(piece):
+                    yield StreamDelta(text)
             completion = await task
+            if rest := until_stop.flush():
+                yield StreamDelta(rest)
         except BaseException:
             # Client gone or error: stop generating, and let the thread end before we leave.
             stop.set()

@@ -159,6 +159,8 @@ class OpenAIChatModel:
         }
         if params.logprobs:
             request["logprobs"] = True
+        if params.stop:
+            request["stop"] = list(params.stop)  # the server leaves the stop string out of the answer
         return request
 
     async def complete(

@@ -42,6 +42,7 @@ class PromptTemplate:
     description: str
     variables: tuple[str, ...]
     refusal: Mapping[str, str]
+    stop: tuple[str, ...] = ()  # generation stops before these (the labels the user template writes)
     examples: Mapping[str, tuple[FewShotExample, ...]] = field(default_factory=dict)
 
 
@@ -82,6 +83,7 @@ class PromptLibrary:
                     refusal={
                         language: str((spec.get("refusal") or {}).get(language, "")) for language in LANGUAGES
                     },
+                    stop=tuple(str(s) for s in spec.get("stop") or () if s),
                     examples=examples,
                 )
             )

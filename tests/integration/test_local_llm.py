@@ -77,6 +77,20 @@ def test_generation_counts_and_streams(local_model: LocalChatModel) -> None:
     asyncio.run(run())
 
 
+def test_generation_ends_before_a_stop_string(local_model: LocalChatModel) -> None:
+    messages = [ChatMessage("user", "Count from 1 to 20, separated by commas.")]
+    params = GenerationParams(max_tokens=60, stop=("7",))
+
+    async def run() -> None:
+        completion = await local_model.complete(messages, model=BUNDLED_MODEL_NAME, params=params)
+        assert completion.text.rstrip(", ").endswith("6") and "7" not in completion.text
+        assert completion.finish_reason == "stop" and completion.usage.completion_tokens < 60
+        events = [e async for e in local_model.stream(messages, model=BUNDLED_MODEL_NAME, params=params)]
+        assert "".join(e.text for e in events if isinstance(e, StreamDelta)) == completion.text
+
+    asyncio.run(run())
+
+
 def test_ask_end_to_end_with_the_bundled_model(tmp_path: Path, model_dir: Path) -> None:
     settings = make_settings(
         tmp_path / "data", worker={"poll_seconds": 0.05}, llm={"local_model_dir": model_dir, "max_tokens": 64}

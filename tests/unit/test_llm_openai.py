@@ -103,6 +103,15 @@ def test_stream_yields_deltas_then_usage(upstream: tuple[str, UpstreamState]) ->
     assert isinstance(end, StreamEnd) and end.usage.total_tokens == 51
 
 
+def test_stop_strings_are_sent_to_the_server(upstream: tuple[str, UpstreamState]) -> None:
+    url, state = upstream
+    params = GenerationParams(stop=("Question:",))
+    asyncio.run(_model(url).complete(MESSAGES, model="ok", params=params))
+    assert state.requests[-1]["stop"] == ["Question:"]
+    asyncio.run(_model(url).complete(MESSAGES, model="ok", params=GenerationParams()))
+    assert "stop" not in state.requests[-1]
+
+
 def test_closing_a_stream_early_closes_the_upstream_request(upstream: tuple[str, UpstreamState]) -> None:
     url, state = upstream
     before = state.streams_closed_early

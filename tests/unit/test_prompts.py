@@ -47,6 +47,21 @@ def test_template_yaml_declares_what_the_files_use(library: PromptLibrary) -> No
             assert library.undeclared_variables(name, language) <= declared, (name, language)
 
 
+def test_answering_templates_stop_at_their_own_labels(library: PromptLibrary) -> None:
+    # Each stop string is the label the user template puts before the question, in both languages.
+    for name in ("qa", "summarize", "extract"):
+        template = library.get(name)
+        assert template.stop
+        messages = library.render(
+            name, "zh", {"question": "Q", "passages": [], "language": "zh", "refusal": ""}
+        )
+        english = library.render(
+            name, "en", {"question": "Q", "passages": [], "language": "en", "refusal": ""}
+        )
+        user_text = messages[-1].content + english[-1].content
+        assert all(stop in user_text for stop in template.stop), name
+
+
 def test_every_template_folder_ships_in_the_wheel() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     folders = {p.name for p in (ROOT / "prompts").iterdir() if (p / "template.yaml").is_file()}
