@@ -230,7 +230,10 @@ def _english_pairs(text: str) -> set[tuple[str, str]]:
     stems = [
         _stem(word)
         for token in _ASCII_WORD.findall(text.lower())
-        if len(word := token.strip("./-:+~")) > 1 and word.isalpha() and word not in STOPWORDS | _FILLER
+        if len(word := token.strip("./-:+~")) > 1
+        and word.isalpha()
+        and word not in STOPWORDS
+        and word not in _FILLER
     ]
     return set(itertools.pairwise(stems))
 
