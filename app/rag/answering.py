@@ -189,11 +189,8 @@ class AnswerPipeline:
         grounded = False
         if prepared.should_generate and not is_refusal(completion.text, refusal):
             checked = check_answer(completion.text, prepared.passages, prepared.standalone_question)
-            grounded = (
-                bool(checked.citations)
-                and checked.answer_supported
-                and checked.supported_share >= MIN_SUPPORTED_SHARE
-            )
+            # A supported first claim has its citations, so no separate check that there are any.
+            grounded = checked.answer_supported and checked.supported_share >= MIN_SUPPORTED_SHARE
         timings["verify"] = time.perf_counter() - began
         usage = Usage(
             prepared.usage.prompt_tokens + completion.usage.prompt_tokens,
