@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -121,3 +122,44 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AnswerRecord(Base):
+    """One answer as it was given, streamed or not, from any endpoint: what was asked, what the model was sent
+    and wrote, what wenda checked and returned. Feedback, corrections and fine-tuning export read it."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    query_id: Mapped[str] = mapped_column(String(64), unique=True)  # uq_answers_query_id
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    collection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    collection_name: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(20))  # ask | chat | cli
+    # answered | refused | cancelled (the client went away mid-stream) | failed (an error ended it)
+    status: Mapped[str] = mapped_column(String(20))
+    question: Mapped[str] = mapped_column(Text)
+    standalone_question: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str] = mapped_column(String(300), default="")
+    template: Mapped[str] = mapped_column(String(100), default="")
+    # sha256 of the template's files as they were when the answer was given
+    template_version: Mapped[str] = mapped_column(String(64), default="")
+    # The evidence retrieved, in rank order: kind, ids, score and whether it was packed into the prompt.
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The rendered messages exactly as sent to the model (the fine-tuning export needs them verbatim).
+    messages: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    raw_answer: Mapped[str] = mapped_column(Text, default="")
+    answer: Mapped[str] = mapped_column(Text, default="")
+    citations: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    grounded: Mapped[bool] = mapped_column(Boolean, default=False)
+    refusal_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    refusal_detail: Mapped[str] = mapped_column(Text, default="")
+    usage: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    passages_used: Mapped[int] = mapped_column(Integer, default=0)
+    passages_dropped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
