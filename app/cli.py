@@ -64,8 +64,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
-    from app.search_index import reconcile_all
     from app.services import build_services
+    from ingest.reconcile import reconcile_all
 
     services = build_services(settings)
     reconcile_all(services.session_factory, services.store, embedding_model=services.embedder.name)

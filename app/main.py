@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api import ask, chat, collections, documents, health, jobs, retrieve
 from app.config import Settings
 from app.errors import install_error_handlers
-from app.search_index import reconcile_all
 from app.services import Services, build_services
+from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
 

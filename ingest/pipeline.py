@@ -23,8 +23,8 @@ from app.rag.embedding import Embedder
 from app.rag.lexical import tokenize
 from app.rag.types import FileType
 from app.rag.vector_index import IndexCorruptError, VectorIndexStore
-from app.search_index import reconcile_collection
 from ingest.chunking import passage_text, split_document
+from ingest.reconcile import reconcile_collection
 from ingest.sandbox import parse_in_subprocess
 
 logger = logging.getLogger(__name__)

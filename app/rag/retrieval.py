@@ -31,7 +31,7 @@ RetrievalMode = Literal["hybrid", "dense", "lexical"]
 
 
 class ChunkSource(Protocol):
-    """What retrieval needs from the store of record (implemented over SQL in ``app.search_index``)."""
+    """What retrieval needs from the store of record (implemented over SQL in ``app.db.chunk_source``)."""
 
     def index_version(self, collection_id: int) -> int: ...
 

@@ -16,7 +16,7 @@ from app.db.documents import ChunkRow
 from app.db.models import Job
 from app.db.session import create_db_engine, create_session_factory, migrate, migration_connection
 from app.rag.vector_index import VectorIndexStore, stored_ids
-from app.search_index import reconcile_collection
+from ingest.reconcile import reconcile_collection
 
 
 def _factory(database_url: str) -> sessionmaker[Session]:

@@ -1,6 +1,6 @@
-"""Keeps the search caches honest to SQL: the ChunkSource retrieval reads, and start-up reconciliation.
+"""Keeps the vector index honest to SQL: start-up reconciliation, and the rebuild of an unreadable index.
 
-Lives between ``app.db`` (the store of record) and ``app.rag`` (which must not import SQL).
+SQL is the store of record; the index is a cache that must hold exactly the chunk ids SQL calls ready.
 """
 
 from __future__ import annotations
@@ -16,23 +16,6 @@ from app.db import documents as db_documents
 from app.rag.vector_index import IndexCorruptError, VectorIndexStore, stored_ids
 
 logger = logging.getLogger(__name__)
-
-
-class SqlChunkSource:
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self._session_factory = session_factory
-
-    def index_version(self, collection_id: int) -> int:
-        with self._session_factory() as session:
-            return db_documents.index_version(session, collection_id=collection_id)
-
-    def ready_chunks(self, collection_id: int) -> dict[int, int]:
-        with self._session_factory() as session:
-            return db_documents.ready_chunk_documents(session, collection_id=collection_id)
-
-    def chunk_terms(self, chunk_ids: Iterable[int]) -> dict[int, str]:
-        with self._session_factory() as session:
-            return db_documents.chunk_terms(session, chunk_ids=chunk_ids)
 
 
 @dataclass(frozen=True)
