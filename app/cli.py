@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from app.config import Settings
 
 if TYPE_CHECKING:
-    from app.rag.answering import AnswerPipeline
-    from app.schemas.ask import AskRequest, AskResponse
-    from app.services import Services
+    from app.components import Components
+    from app.schemas.ask import AskResponse
+    from app.services.asking import AskInput
 
 logger = logging.getLogger("wenda")
 
@@ -33,25 +33,27 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-def _services_with_tenant(settings: Settings) -> tuple[Services, int]:
-    """The long-lived objects, as `wenda serve` builds them, and the id of the default tenant."""
-    from app.db import documents as db_documents
-    from app.services import build_services
+def _components(settings: Settings) -> Components:
+    """The long-lived objects, as `wenda serve` builds them."""
+    from app.components import build_components
 
-    services = build_services(settings)
-    with services.session_factory() as session:
-        tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
-        session.commit()
-        return services, tenant.id
+    return build_components(settings)
 
 
-def _answer(services: Services, pipeline: AnswerPipeline, body: AskRequest) -> AskResponse:
+def _answer(components: Components, ask: AskInput) -> AskResponse:
+    """One answer through the same flow the API uses, recorded as asked from the command line."""
     import asyncio
 
-    from app import asking
+    from app.api.answer_shapes import answer_response
+    from app.services import asking
 
-    answer = asyncio.run(pipeline.answer(body.question, asking.options_from_request(body, services)))
-    return asking.to_response(answer, asking.new_query_id())
+    async def run() -> AskResponse:
+        started = await asking.start_answer(
+            components, tenant_id=components.default_tenant_id, ask=ask, endpoint="cli"
+        )
+        return answer_response(await started.result(), started.query_id, debug=False)
+
+    return asyncio.run(run())
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,20 +66,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
-    from app.services import build_services
     from ingest.reconcile import reconcile_all
 
-    services = build_services(settings)
-    reconcile_all(services.session_factory, services.store, embedding_model=services.embedder.name)
+    components = _components(settings)
+    reconcile_all(components.session_factory, components.store, embedding_model=components.embedder.name)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
-        logger.info("stopping worker %s", services.worker.worker_id)
-        services.worker.stop(timeout=0)
+        logger.info("stopping worker %s", components.worker.worker_id)
+        components.worker.stop(timeout=0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    logger.info("worker %s waiting for jobs", services.worker.worker_id)
-    services.worker.run_forever()
+    logger.info("worker %s waiting for jobs", components.worker.worker_id)
+    try:
+        components.worker.run_forever()
+    finally:
+        components.store.close()
     return 0
 
 
@@ -99,50 +103,46 @@ def _expand(paths: Sequence[str]) -> list[Path]:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from app import uploads
-    from app.db import jobs as db_jobs
     from app.rag.errors import WendaError
+    from app.services import documents
 
     files = _expand(args.paths)
-    services, tenant_id = _services_with_tenant(settings)
+    components = _components(settings)
+    tenant_id = components.default_tenant_id
     job_ids: list[int] = []
     rejected = 0
-    with services.session_factory() as session:
-        for path in files:
-            try:
-                outcome = uploads.accept_upload(
-                    session,
-                    tenant_id=tenant_id,
-                    collection_name=args.collection,
-                    filename=path.name,
-                    data=path.read_bytes(),
-                    metadata={"path": str(path)},
-                    upload_dir=settings.upload_dir,
-                    embedding_model=services.embedder.name,
-                )
-            except WendaError as error:
-                rejected += 1
-                print(f"skipped {path}: {error.message}", file=sys.stderr)
-                continue
-            if outcome.job_id is not None and not (outcome.duplicate and outcome.status == "ready"):
-                job_ids.append(outcome.job_id)
-    services.worker.start(settings.worker.threads)
+    for path in files:
+        try:
+            outcome = documents.upload(
+                components,
+                tenant_id=tenant_id,
+                collection=args.collection,
+                filename=path.name,
+                data=path.read_bytes(),
+                metadata={"path": str(path)},
+            )
+        except WendaError as error:
+            rejected += 1
+            print(f"skipped {path}: {error.message}", file=sys.stderr)
+            continue
+        if outcome.job_id is not None and not (outcome.duplicate and outcome.status == "ready"):
+            job_ids.append(outcome.job_id)
+    components.worker.start(settings.worker.threads)
     failed: list[str] = []
     try:
         with tqdm(total=len(job_ids), unit="doc", desc=f"ingest → {args.collection}") as bar:
             pending = set(job_ids)
             while pending:
                 time.sleep(0.3)
-                with services.session_factory() as session:
-                    for job_id in list(pending):
-                        job = db_jobs.get_job(session, tenant_id=tenant_id, job_id=job_id)
-                        if job is None or job.status in ("done", "failed"):
-                            pending.discard(job_id)
-                            bar.update(1)
-                            if job is not None and job.status == "failed":
-                                failed.append(f"job {job_id}: {job.error}")
+                for job_id in list(pending):
+                    job = documents.get_job(components, tenant_id=tenant_id, job_id=job_id)
+                    if job.status in ("done", "failed"):
+                        pending.discard(job_id)
+                        bar.update(1)
+                        if job.status == "failed":
+                            failed.append(f"job {job_id}: {job.error}")
     finally:
-        services.worker.stop()
+        components.worker.stop()
     for line in failed:
         print(f"failed {line}", file=sys.stderr)
     print(
@@ -160,29 +160,28 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
-    from app import search
     from app.rag.evaluation import RetrievalScores, first_hit_rank, load_queries
+    from app.services import retrieval
 
-    services, tenant_id = _services_with_tenant(settings)
+    components = _components(settings)
     queries, skipped = load_queries(Path(args.queries))
     scores = RetrievalScores(k=args.k)
     began = time.perf_counter()
-    with services.session_factory() as session:
-        for query in queries:
-            chunks = search.retrieve(
-                session,
-                services.retriever,
-                tenant_id=tenant_id,
-                collection_name=args.collection,
-                query=query.question,
-                top_k=args.k,
-                mode=args.mode,
-                diversify=args.diversify,
-            )
-            # A chunk comes from every file with its document's bytes: the uploaded name and its aliases.
-            scores.add(
-                first_hit_rank([{chunk.source, *chunk.aliases} for chunk in chunks], query.gold_sources)
-            )
+    collection = retrieval.resolve_collection(
+        components, tenant_id=components.default_tenant_id, name=args.collection
+    )
+    for query in queries:
+        chunks = retrieval.search_collection(
+            components,
+            tenant_id=components.default_tenant_id,
+            collection=collection,
+            query=query.question,
+            top_k=args.k,
+            mode=args.mode,
+            diversify=args.diversify,
+        )
+        # A chunk comes from every file with its document's bytes: the uploaded name and its aliases.
+        scores.add(first_hit_rank([{chunk.source, *chunk.aliases} for chunk in chunks], query.gold_sources))
     elapsed = time.perf_counter() - began
     print(
         json.dumps(
@@ -211,15 +210,11 @@ def _prepare_model(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ask(args: argparse.Namespace, settings: Settings) -> int:
-    from app import asking
-    from app.schemas.ask import AskRequest
+    from app.services.asking import AskInput
 
-    services, tenant_id = _services_with_tenant(settings)
-    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=args.collection)
-    body = AskRequest(
-        collection=args.collection, question=args.question, model=args.model, template=args.template
-    )
-    response = _answer(services, pipeline, body)
+    components = _components(settings)
+    ask = AskInput(collection=args.collection, question=args.question, model=args.model, template=args.template)
+    response = _answer(components, ask)
     print(json.dumps(response.model_dump(), ensure_ascii=False, indent=2) if args.json else response.answer)
     if not args.json:
         for number, citation in enumerate(response.citations, start=1):
@@ -228,26 +223,31 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval_answers(args: argparse.Namespace, settings: Settings) -> int:
-    from app import asking
-    from app.db import documents as db_documents
+    from app.rag.errors import NotFoundError
     from app.rag.evaluation import AnswerScores, load_answer_questions
-    from app.schemas.ask import AskRequest
+    from app.services import documents, retrieval
+    from app.services.asking import AskInput
 
-    services, tenant_id = _services_with_tenant(settings)
-    pipeline = asking.pipeline_for(services, tenant_id=tenant_id, collection=args.collection)
+    components = _components(settings)
+    tenant_id = components.default_tenant_id
+    retrieval.resolve_collection(components, tenant_id=tenant_id, name=args.collection)  # fails early
     questions = load_answer_questions(Path(args.questions))[: args.limit or None]
     scores = AnswerScores()
+
+    def names_of(document_id: int | None, source: str) -> set[str]:
+        if document_id is None:
+            return {source}
+        try:
+            document = documents.get_document(components, tenant_id=tenant_id, document_id=document_id)
+        except NotFoundError:
+            return {source}
+        return {document.filename, *document.aliases}
+
     for question in questions:
-        body = AskRequest(collection=args.collection, question=question.question, model=args.model)
+        ask = AskInput(collection=args.collection, question=question.question, model=args.model)
         began = time.perf_counter()
-        response = _answer(services, pipeline, body)
-        with services.session_factory() as session:
-            names = {
-                c.document_id: {d.filename, *(d.aliases or [])}
-                for c in response.citations
-                if (d := db_documents.get_document(session, tenant_id=tenant_id, document_id=c.document_id))
-            }
-        cited = [(names.get(c.document_id, {c.source}), c.quote) for c in response.citations]
+        response = _answer(components, ask)
+        cited = [(names_of(c.document_id, c.source), c.quote) for c in response.citations]
         scores.add(
             question,
             answer=response.answer,

@@ -75,8 +75,27 @@ class WorkerSettings(BaseModel):
         30.0, gt=0, description="A running job whose worker has not reported for this long is taken over."
     )
     max_attempts: int = Field(3, ge=1, description="Attempts before a job is marked failed.")
+    retry_base_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Backoff before the first retry of a failed job; it doubles with each further failure.",
+    )
+    retry_cap_seconds: float = Field(
+        300.0, gt=0, description="Longest backoff before a retry, however many attempts have failed."
+    )
+    retry_jitter: Literal["equal", "full"] = Field(
+        "equal",
+        description="Randomness in each backoff, so jobs that failed together do not retry together. equal: "
+        "between half and all of the exponential delay; full: anywhere from zero to all of it.",
+    )
     parse_timeout_seconds: float = Field(120.0, gt=0, description="Wall-clock limit for parsing one file.")
     parse_memory_mb: int = Field(2048, ge=128, description="Address-space limit of the parsing subprocess.")
+
+    @model_validator(mode="after")
+    def _retry_cap_not_below_base(self) -> WorkerSettings:
+        if self.retry_cap_seconds < self.retry_base_seconds:
+            raise ValueError("worker.retry_cap_seconds must be at least worker.retry_base_seconds")
+        return self
 
 
 class LLMSettings(BaseModel):
@@ -111,6 +130,47 @@ class LLMSettings(BaseModel):
     )
 
 
+class RefusalSettings(BaseModel):
+    """When wenda refuses instead of answering (see README, "How wenda decides to refuse"). The defaults are
+    the values the dev evals were measured with."""
+
+    min_support: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of a sentence's claim words its quoted span must hold."
+    )
+    min_claim_words: int = Field(
+        2, ge=1, description="Words a claim without numbers, paths or options needs to be checkable at all."
+    )
+    span_sentences: int = Field(
+        2, ge=1, le=5, description="Neighbouring passage sentences (or table rows) one quote may span."
+    )
+    min_supported_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of an answer's sentences that must be supported."
+    )
+    require_supported_first_claim: bool = Field(
+        True, description="The answer's first sentence that claims anything must be supported."
+    )
+    refuse_unmentioned_names: bool = Field(
+        True,
+        description="Refuse before generation when the question names something (a program, option, path, "
+        "acronym) that no passage mentions.",
+    )
+
+
+class AnswerRecordSettings(BaseModel):
+    retention_days: float = Field(
+        90.0,
+        ge=0.0,
+        description="Answer records older than this are deleted (checked hourly by the API); 0 keeps them "
+        "forever.",
+    )
+    queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Answers waiting to be written; when the database falls this far behind, new records are "
+        "written on the request's own thread rather than dropped.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WENDA_", env_nested_delimiter="__", extra="ignore")
 
@@ -127,6 +187,14 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    refusal: RefusalSettings = Field(default_factory=RefusalSettings)
+    answers: AnswerRecordSettings = Field(default_factory=AnswerRecordSettings)
+    sse_keepalive_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="Streams send an SSE comment this often while the model is silent, so proxies do not "
+        "close a slow CPU generation as idle.",
+    )
     prompts_dir: Path | None = Field(
         None, description="Prompt templates; default: the ones shipped with wenda."
     )

@@ -2,48 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from sqlalchemy.orm import Session
 
+from app.components import Components
 from app.config import Settings
-from app.db import documents as db_documents
 from app.rag.errors import NotReadyError
-from app.services import Services
 
 
-def get_services(request: Request) -> Services:
-    services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:
+def get_components(request: Request) -> Components:
+    components: Components | None = getattr(request.app.state, "components", None)
+    if components is None:
         raise NotReadyError("the service is still starting")
-    return services
+    return components
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
-    return services.settings
+def get_settings(components: ComponentsDep) -> Settings:
+    return components.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    with services.session_factory() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_tenant_id(session: SessionDep, settings: SettingsDep) -> int:
+def get_tenant_id(components: ComponentsDep) -> int:
     """The caller's tenant. Until API keys arrive every caller is the configured default tenant."""
-    tenant = db_documents.get_or_create_tenant(session, name=settings.default_tenant)
-    session.commit()
-    return tenant.id
+    return components.default_tenant_id
 
 
 TenantDep = Annotated[int, Depends(get_tenant_id)]
@@ -53,3 +40,4 @@ TenantDep = Annotated[int, Depends(get_tenant_id)]
 _MAX_ID = 2**31 - 1
 DocumentId = Annotated[int, Path(ge=1, le=_MAX_ID, description="A document id.")]
 JobId = Annotated[int, Path(ge=1, le=_MAX_ID, description="A job id.")]
+QueryId = Annotated[str, Path(min_length=1, max_length=64, description="An answer's query_id.")]

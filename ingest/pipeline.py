@@ -22,7 +22,7 @@ from app.db.models import Document
 from app.rag.embedding import Embedder
 from app.rag.lexical import tokenize
 from app.rag.types import FileType
-from app.rag.vector_index import IndexCorruptError, VectorIndexStore
+from app.rag.vector_store import IndexCorruptError, VectorStore
 from ingest.chunking import passage_text, split_document
 from ingest.reconcile import reconcile_collection
 from ingest.sandbox import parse_in_subprocess
@@ -51,7 +51,7 @@ class IngestPipeline:
         *,
         session_factory: sessionmaker[Session],
         embedder: Embedder,
-        store: VectorIndexStore,
+        store: VectorStore,
         upload_dir: Path,
         chunking: ChunkingSettings,
         parse_timeout_seconds: float,
@@ -134,11 +134,11 @@ class IngestPipeline:
         # which retrieval ignores and start-up reconciliation removes.
         if rows:
             try:
-                self._store.upsert(collection_id, chunk_ids, vectors)
+                self._store.add(collection_id, chunk_ids, vectors)
             except IndexCorruptError:
                 logger.warning("index of collection %s unreadable; rebuilding it from SQL", collection_id)
                 reconcile_collection(self._session_factory, self._store, collection_id)
-                self._store.upsert(collection_id, chunk_ids, vectors)
+                self._store.add(collection_id, chunk_ids, vectors)
             with self._session_factory() as session:
                 if db_documents.get_document_for_job(session, document_id=document_id) is None:
                     # Deleted while we wrote the index: its removal found nothing to remove, so undo our write.

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from app.components import Components, build_components
 from app.config import Settings
 from app.main import create_app
-from app.services import Services, build_services
 from tests.fakes import FakeChatModel, FakeEmbedder
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -84,27 +84,27 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    built = build_services(settings, embedder=FakeEmbedder(), llm=FakeChatModel())
+def services(settings: Settings) -> Iterator[Components]:
+    built = build_components(settings, embedder=FakeEmbedder(), llm=FakeChatModel())
     yield built
     built.worker.stop()
     built.engine.dispose()
 
 
 @pytest.fixture
-def client(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(services=services)) as test_client:
+def client(services: Components) -> Iterator[TestClient]:
+    with TestClient(create_app(components=services)) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def live_url(services: Services) -> Iterator[str]:
+def live_url(services: Components) -> Iterator[str]:
     """The app served for real by uvicorn on a free loopback port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services=services), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(components=services), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

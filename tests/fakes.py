@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 
@@ -101,13 +101,40 @@ class FakeChatModel:
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         completion = await self.complete(messages, model=model, params=params)
         try:
             for i in range(0, len(completion.text), 4):
                 await asyncio.sleep(0)
                 yield StreamDelta(completion.text[i : i + 4])
         except GeneratorExit:
+            self.cancelled = True
+            raise
+        yield StreamEnd(usage=completion.usage, finish_reason="stop", model=model)
+
+
+class ScriptedChatModel(FakeChatModel):
+    """Gives the same answer to every question, optionally slowly: for tests of what happens to a given answer
+    (its check, its record, a slow stream's keep-alives)."""
+
+    def __init__(self, reply: str, *, seconds_per_delta: float = 0.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.reply = reply
+        self.seconds_per_delta = seconds_per_delta
+
+    def _reply(self, messages: Sequence[ChatMessage]) -> str:
+        return self.reply
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
+    ) -> AsyncGenerator[StreamEvent, None]:
+        completion = await self.complete(messages, model=model, params=params)
+        try:
+            for i in range(0, len(completion.text), 4):
+                await asyncio.sleep(self.seconds_per_delta)
+                yield StreamDelta(completion.text[i : i + 4])
+        except (GeneratorExit, asyncio.CancelledError):
+            # Closed by its consumer, or its task cancelled when the client went away: both stop generation.
             self.cancelled = True
             raise
         yield StreamEnd(usage=completion.usage, finish_reason="stop", model=model)

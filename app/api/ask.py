@@ -7,22 +7,37 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse
 
-from app import asking
-from app.deps import ServicesDep, TenantDep
-from app.errors import error_body
+from app.api.answer_shapes import answer_response, error_event
+from app.deps import ComponentsDep, TenantDep
 from app.rag.answering import Answer
-from app.rag.errors import WendaError
+from app.rag.types import ChatMessage
 from app.schemas.ask import AskRequest, AskResponse, TemplateList, TemplatePublic
+from app.services import asking
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["answers"])
 
 
-def _event(name: str, payload: object) -> str:
-    return f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+def ask_input(body: AskRequest) -> asking.AskInput:
+    return asking.AskInput(
+        collection=body.collection,
+        question=body.question,
+        model=body.model,
+        template=body.template,
+        top_k=body.top_k,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+        history=tuple(ChatMessage(turn.role, turn.content) for turn in body.history),
+    )
+
+
+def _event(name: str, payload: object) -> dict[str, str]:
+    # A dict, not a ServerSentEvent: the response then frames it with its own line separator.
+    return {"event": name, "data": json.dumps(payload, ensure_ascii=False)}
 
 
 @router.post(
@@ -33,52 +48,41 @@ def _event(name: str, payload: object) -> str:
     },
 )
 async def ask(
-    body: AskRequest, tenant_id: TenantDep, services: ServicesDep
-) -> AskResponse | StreamingResponse:
+    body: AskRequest, tenant_id: TenantDep, components: ComponentsDep
+) -> AskResponse | EventSourceResponse:
     """Answer a question from a collection's documents, with checked citations."""
-    options = asking.options_from_request(body, services)
-    pipeline = await asking.checked_pipeline(services, tenant_id=tenant_id, collection=body.collection)
-    query_id = asking.new_query_id()
+    # Everything before generation (collection, template, packing) fails here, with its own status.
+    started = await asking.start_answer(components, tenant_id=tenant_id, ask=ask_input(body), endpoint="ask")
     if not body.stream:
-        return asking.to_response(await pipeline.answer(body.question, options), query_id)
+        return answer_response(await started.result(), started.query_id, debug=body.debug)
 
-    # Everything before generation (collection, model, packing) fails here, with its own status.
-    timings: dict[str, float] = {}
-    prepared = await pipeline.prepare(body.question, options, timings)
-
-    async def events() -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[dict[str, str]]:
         try:
-            async for item in pipeline.generate_stream(body.question, options, prepared, timings):
+            async for item in started.events():
                 if isinstance(item, Answer):
-                    yield _event("done", asking.to_response(item, query_id).model_dump())
+                    final = answer_response(item, started.query_id, debug=body.debug)
+                    yield _event("done", final.model_dump())
                 else:
                     yield _event("delta", {"text": item})
-        except WendaError as error:
-            yield _event("error", error_body(error)[1])
-        except Exception:
-            logger.exception("streaming answer %s failed", query_id)
-            yield _event(
-                "error",
-                {
-                    "error": {
-                        "message": "internal server error; see the server log",
-                        "type": "server_error",
-                        "param": None,
-                        "code": "internal_error",
-                    }
-                },
-            )
+        except Exception as error:
+            logger.exception("streaming answer %s failed", started.query_id)
+            yield _event("error", error_event(error))
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return EventSourceResponse(
+        events(),
+        ping=components.settings.sse_keepalive_seconds,
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/v1/templates", response_model=TemplateList)
-def list_templates(services: ServicesDep) -> TemplateList:
+def list_templates(components: ComponentsDep) -> TemplateList:
     """List the prompt templates a request may name."""
     return TemplateList(
         templates=[
             TemplatePublic(name=t.name, description=t.description, variables=list(t.variables))
-            for t in (services.prompts.get(name) for name in services.prompts.names())
+            for t in (components.prompts.get(name) for name in components.prompts.names())
             if t.name != "rewrite"
         ]
     )

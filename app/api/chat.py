@@ -6,16 +6,17 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
 
-from app import asking
-from app.deps import ServicesDep, TenantDep
-from app.errors import error_body
+from app.api.answer_shapes import answer_response, error_event
+from app.api.ask import ask_input
+from app.deps import ComponentsDep, TenantDep
 from app.rag.answering import Answer
-from app.rag.errors import InvalidInputError, WendaError
+from app.rag.errors import InvalidInputError
 from app.schemas.ask import AskRequest, Turn
 from app.schemas.chat import (
     ChatChoice,
@@ -24,11 +25,11 @@ from app.schemas.chat import (
     ChatMessageOut,
     chunk_payload,
 )
+from app.services import asking
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai-compatible"])
-
 
 def _as_ask_request(body: ChatCompletionRequest) -> AskRequest:
     """The last user message is the question; earlier user/assistant turns are its history. System messages
@@ -58,17 +59,17 @@ def _as_ask_request(body: ChatCompletionRequest) -> AskRequest:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def chat_completions(
-    body: ChatCompletionRequest, tenant_id: TenantDep, services: ServicesDep
-) -> ChatCompletionResponse | StreamingResponse:
+    body: ChatCompletionRequest, tenant_id: TenantDep, components: ComponentsDep
+) -> ChatCompletionResponse | EventSourceResponse:
     """Answer the last user message from a collection, in OpenAI's chat completion shape."""
     ask = _as_ask_request(body)
-    options = asking.options_from_request(ask, services)
-    pipeline = await asking.checked_pipeline(services, tenant_id=tenant_id, collection=ask.collection)
-    query_id = asking.new_query_id()
+    # Everything before generation (collection, template, packing) fails here, with its own status.
+    started = await asking.start_answer(components, tenant_id=tenant_id, ask=ask_input(ask), endpoint="chat")
+    query_id = started.query_id
     completion_id = f"chatcmpl-{query_id}"
     created = int(time.time())
     if not body.stream:
-        response = asking.to_response(await pipeline.answer(ask.question, options), query_id)
+        response = answer_response(await started.result(), query_id, debug=False)
         return ChatCompletionResponse(
             id=completion_id,
             created=created,
@@ -82,70 +83,43 @@ async def chat_completions(
             ],
             usage=response.usage,
             query_id=query_id,
+            refusal=response.refusal,
         )
 
-    def data(payload: object) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+    def data(payload: object) -> dict[str, str]:
+        # A dict, not a ServerSentEvent: the response then frames it with its own line separator.
+        return {"data": json.dumps(payload, ensure_ascii=False)}
 
-    # Everything before generation (collection, model, packing) fails here, with its own status.
-    timings: dict[str, float] = {}
-    prepared = await pipeline.prepare(ask.question, options, timings)
+    def chunk(model: str, delta: dict[str, Any], **extra: Any) -> dict[str, str]:
+        return data(chunk_payload(completion_id=completion_id, created=created, model=model, delta=delta, **extra))
 
-    async def chunks() -> AsyncIterator[str]:
-        yield data(
-            chunk_payload(
-                completion_id=completion_id,
-                created=created,
-                model=options.model,
-                delta={"role": "assistant", "content": ""},
-            )
-        )
+    async def chunks() -> AsyncIterator[dict[str, str]]:
+        yield chunk(started.prepared.request.model, {"role": "assistant", "content": ""})
         try:
-            async for item in pipeline.generate_stream(ask.question, options, prepared, timings):
+            async for item in started.events():
                 if isinstance(item, Answer):
-                    final = asking.to_response(item, query_id)
+                    final = answer_response(item, query_id, debug=False)
                     # The streamed text is the model's; the checked answer (which may be the refusal) and its
                     # citations come with the last chunk.
                     extra = {
                         "citations": [c.model_dump() for c in final.citations],
                         "grounded": final.grounded,
+                        "refusal": final.refusal.model_dump() if final.refusal else None,
                         "answer": final.answer,
                         "query_id": query_id,
                         "usage": final.usage.model_dump(),
                     }
-                    yield data(
-                        chunk_payload(
-                            completion_id=completion_id,
-                            created=created,
-                            model=final.model,
-                            delta={},
-                            finish_reason="stop",
-                            extra=extra,
-                        )
-                    )
+                    yield chunk(final.model, {}, finish_reason="stop", extra=extra)
                 else:
-                    yield data(
-                        chunk_payload(
-                            completion_id=completion_id,
-                            created=created,
-                            model=options.model,
-                            delta={"content": item},
-                        )
-                    )
-        except WendaError as error:
-            yield data(error_body(error)[1])
-        except Exception:
+                    yield chunk(started.prepared.request.model, {"content": item})
+        except Exception as error:
             logger.exception("streaming chat completion %s failed", query_id)
-            yield data(
-                {
-                    "error": {
-                        "message": "internal server error; see the server log",
-                        "type": "server_error",
-                        "param": None,
-                        "code": "internal_error",
-                    }
-                }
-            )
-        yield "data: [DONE]\n\n"
+            yield data(error_event(error))
+        yield {"data": "[DONE]"}
 
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return EventSourceResponse(
+        chunks(),
+        ping=components.settings.sse_keepalive_seconds,
+        sep="\n",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

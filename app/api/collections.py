@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.db import documents as db_documents
-from app.deps import SessionDep, TenantDep
+from app.deps import ComponentsDep, TenantDep
 from app.schemas.documents import CollectionList, CollectionPublic
+from app.services import documents
 
 router = APIRouter(tags=["collections"])
 
 
 @router.get("/v1/collections", response_model=CollectionList)
-def list_collections(session: SessionDep, tenant_id: TenantDep) -> CollectionList:
+def list_collections(components: ComponentsDep, tenant_id: TenantDep) -> CollectionList:
     """List the caller's collections with their sizes."""
-    summaries = db_documents.list_collections(session, tenant_id=tenant_id)
     return CollectionList(
         collections=[
             CollectionPublic(
-                name=s.collection.name,
-                document_count=s.document_count,
-                chunk_count=s.chunk_count,
-                embedding_model=s.collection.embedding_model,
-                created_at=s.collection.created_at,
+                name=c.name,
+                document_count=c.document_count,
+                chunk_count=c.chunk_count,
+                embedding_model=c.embedding_model,
+                created_at=c.created_at,
             )
-            for s in summaries
+            for c in documents.list_collections(components, tenant_id=tenant_id)
         ]
     )

@@ -2,51 +2,47 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from app import search
-from app.deps import ServicesDep, SessionDep, TenantDep
-from app.rag.errors import InvalidInputError
+from app.deps import ComponentsDep, TenantDep
 from app.schemas.retrieve import RetrievedChunkPublic, RetrieveRequest, RetrieveResponse
+from app.services import retrieval
 
 router = APIRouter(tags=["retrieval"])
 
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse)
-async def retrieve(
-    body: RetrieveRequest, session: SessionDep, tenant_id: TenantDep, services: ServicesDep
-) -> RetrieveResponse:
+async def retrieve(body: RetrieveRequest, components: ComponentsDep, tenant_id: TenantDep) -> RetrieveResponse:
     """Return the passages of a collection that best match a query (hybrid dense + BM25)."""
-    config = services.settings.retrieval
-    top_k = body.top_k or config.default_top_k
-    if top_k > config.max_top_k:
-        raise InvalidInputError(f"top_k must be at most {config.max_top_k}", param="top_k")
     # Embedding and index search are CPU work: keep them off the event loop.
-    chunks = await run_in_threadpool(
-        search.retrieve,
-        session,
-        services.retriever,
-        tenant_id=tenant_id,
-        collection_name=body.collection,
-        query=body.query,
-        top_k=top_k,
-        mode=body.mode,
-        diversify=config.diversify if body.diversify is None else body.diversify,
+    spans = await run_in_threadpool(
+        partial(
+            retrieval.retrieve,
+            components,
+            tenant_id=tenant_id,
+            collection=body.collection,
+            query=body.query,
+            top_k=body.top_k,
+            mode=body.mode,
+            diversify=body.diversify,
+        )
     )
     return RetrieveResponse(
         chunks=[
             RetrievedChunkPublic(
-                chunk_id=c.chunk_id,
-                document_id=c.document_id,
-                source=c.source,
-                aliases=list(c.aliases),
-                text=c.text,
-                score=c.score,
-                start=c.start,
-                end=c.end,
-                section=c.section,
+                chunk_id=s.chunk_id,
+                document_id=s.document_id,
+                source=s.source,
+                aliases=list(s.aliases),
+                text=s.text,
+                score=s.score,
+                start=s.start,
+                end=s.end,
+                section=s.section,
             )
-            for c in chunks
+            for s in spans
         ]
     )

@@ -13,7 +13,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.db.jobs import enqueue_job
 from app.db.models import Chunk, Collection, Document, Job, Tenant
+from app.db.statuses import DocumentStatus, JobKind
 
 # Chunk ids are document_id << CHUNK_ID_BITS | ordinal: deterministic, so a re-run job writes the same ids.
 CHUNK_ID_BITS = 20
@@ -112,14 +114,18 @@ def create_document_with_job(
                 size_bytes=size_bytes,
                 mime=mime,
                 file_type=file_type,
-                status="queued",
+                status=DocumentStatus.QUEUED,
                 metadata_json=metadata,
             )
             session.add(document)
             session.flush()
-            job = Job(tenant_id=collection.tenant_id, document_id=document.id, status="queued", stage="parse")
-            session.add(job)
-            session.flush()
+            job = enqueue_job(
+                session,
+                tenant_id=collection.tenant_id,
+                kind=JobKind.INGEST,
+                payload={"document_id": document.id},
+                document_id=document.id,
+            )
     except IntegrityError:
         return None
     return document, job
@@ -229,7 +235,7 @@ def record_parsed(session: Session, *, document: Document, title: str, text_leng
     session.flush()
 
 
-def set_document_status(session: Session, *, document_id: int, status: str) -> None:
+def set_document_status(session: Session, *, document_id: int, status: DocumentStatus) -> None:
     session.execute(
         update(Document)
         .where(Document.id == document_id)
@@ -239,7 +245,7 @@ def set_document_status(session: Session, *, document_id: int, status: str) -> N
 
 
 def mark_document_ready(session: Session, *, document: Document, chunk_count: int) -> None:
-    document.status = "ready"
+    document.status = DocumentStatus.READY
     document.chunk_count = chunk_count
     session.execute(
         update(Collection)

@@ -1,29 +1,88 @@
-"""The ingestion job queue, kept in SQL so that it survives crashes and works across processes.
+"""The job queue, kept in SQL so that it survives crashes and works across processes.
 
-A worker claims a job by moving it to ``running`` under its own ``worker_id`` and keeps a heartbeat. A job
-whose heartbeat is older than the lease is free to be claimed again: that is how work interrupted by a crash
-is picked up.
+A job has a kind (which handler runs it) and a payload (what that handler needs). A worker claims a job by
+moving it to ``running`` under its own ``worker_id`` and keeps a heartbeat. A job whose heartbeat is older
+than the lease is free to be claimed again: that is how work interrupted by a crash is picked up. A job that
+failed and may be retried goes back to ``queued`` with a ``run_after`` in the future (exponential backoff with
+jitter, see ``retry_delay_seconds``), and is not claimed before then.
 """
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Job, utcnow
+from app.db.statuses import JobKind, JobStatus
+
+# Doubling past this many failures would only be cut back to the cap (and 2.0**1100 overflows a float).
+_MAX_DOUBLINGS = 60
 
 
-def _claimable(*, stale_before: datetime) -> ColumnElement[bool]:
-    return or_(Job.status == "queued", and_(Job.status == "running", Job.heartbeat_at < stale_before))
+def retry_delay_seconds(
+    *,
+    failed_attempts: int,
+    base_seconds: float,
+    cap_seconds: float,
+    jitter: Literal["equal", "full"],
+    rng: random.Random | None = None,
+) -> float:
+    """How long a job waits before its next attempt, after ``failed_attempts`` failures in a row.
+
+    The exponential delay is ``min(cap, base * 2 ** (failed_attempts - 1))``: base, 2×base, 4×base, ...
+    Equal jitter waits between half of it and all of it (never much sooner than the schedule says); full
+    jitter anywhere from zero to all of it (spreads a burst of failures widest).
+    """
+    if failed_attempts < 1:
+        raise ValueError("failed_attempts must be at least 1")
+    exponential = min(cap_seconds, base_seconds * 2.0 ** min(failed_attempts - 1, _MAX_DOUBLINGS))
+    draw = (rng or random).uniform
+    if jitter == "full":
+        return draw(0.0, exponential)
+    return exponential / 2 + draw(0.0, exponential / 2)
+
+
+def enqueue_job(
+    session: Session,
+    *,
+    tenant_id: int,
+    kind: JobKind,
+    payload: dict[str, Any],
+    document_id: int | None = None,
+) -> Job:
+    """Add a queued job, claimable at once; the caller commits. ``document_id`` ties an ingest job to its
+    document (deleting the document deletes the job) and must agree with the payload's."""
+    if kind == JobKind.INGEST and (document_id is None or payload.get("document_id") != document_id):
+        raise ValueError("an ingest job needs document_id, the same as its payload's")
+    job = Job(
+        tenant_id=tenant_id,
+        kind=kind,
+        payload=payload,
+        document_id=document_id,
+        status=JobStatus.QUEUED,
+        run_after=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _claimable(*, now: datetime, stale_before: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(Job.status == JobStatus.QUEUED, Job.run_after <= now),
+        and_(Job.status == JobStatus.RUNNING, Job.heartbeat_at < stale_before),
+    )
 
 
 def claim_next_job(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
     """Take the oldest claimable job for ``worker_id`` and commit the claim; None when there is none."""
     for _ in range(5):
         now = utcnow()
-        claimable = _claimable(stale_before=now - timedelta(seconds=lease_seconds))
+        claimable = _claimable(now=now, stale_before=now - timedelta(seconds=lease_seconds))
         query = select(Job.id).where(claimable).order_by(Job.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -36,7 +95,7 @@ def claim_next_job(session: Session, *, worker_id: str, lease_seconds: float) ->
             update(Job)
             .where(Job.id == job_id, claimable)
             .values(
-                status="running",
+                status=JobStatus.RUNNING,
                 worker_id=worker_id,
                 attempts=Job.attempts + 1,
                 heartbeat_at=now,
@@ -56,7 +115,7 @@ def report_progress(
     """Record stage and progress; False when the job is no longer this worker's (its lease was taken over)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
         .values(stage=stage, progress=progress, heartbeat_at=utcnow(), timings=timings)
         .execution_options(synchronize_session=False)
     )
@@ -64,25 +123,49 @@ def report_progress(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def finish_job(session: Session, *, job_id: int, worker_id: str, timings: dict[str, float]) -> bool:
-    """Mark the job done if it is still this worker's; False when another worker took it over."""
+def finish_job(
+    session: Session, *, job_id: int, worker_id: str, timings: dict[str, float], stage: str = "index"
+) -> bool:
+    """Mark the job done if it is still this worker's; False when another worker took it over.
+
+    ``stage`` is the last one the job went through (the heartbeat may not have written it yet)."""
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
-        .values(status="done", stage="index", progress=1.0, error=None, timings=timings, finished_at=utcnow())
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
+        .values(
+            status=JobStatus.DONE,
+            stage=stage,
+            progress=1.0,
+            error=None,
+            timings=timings,
+            finished_at=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def fail_job(session: Session, *, job_id: int, worker_id: str, error: str, retry: bool) -> bool:
-    """Record a failure if the job is still this worker's: a retryable one goes back to the queue, the rest
-    end the job. False when another worker took the job over (its outcome is not ours to write)."""
+def fail_job(
+    session: Session,
+    *,
+    job_id: int,
+    worker_id: str,
+    error: str,
+    retry: bool,
+    retry_delay_seconds: float = 0.0,
+) -> bool:
+    """Record a failure if the job is still this worker's: a retryable one goes back to the queue, claimable
+    again after ``retry_delay_seconds`` and keeping ``error`` meanwhile; the rest end the job. False when
+    another worker took the job over (its outcome is not ours to write)."""
+    now = utcnow()
     values: dict[str, object] = {"error": error, "worker_id": None}
-    values.update({"status": "queued"} if retry else {"status": "failed", "finished_at": utcnow()})
+    if retry:
+        values.update(status=JobStatus.QUEUED, run_after=now + timedelta(seconds=retry_delay_seconds))
+    else:
+        values.update(status=JobStatus.FAILED, finished_at=now)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == "running")
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
         .values(**values)
         .execution_options(synchronize_session=False)
     )

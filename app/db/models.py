@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -20,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.db.statuses import JobKind, JobStatus
 
 
 def utcnow() -> datetime:
@@ -103,21 +106,42 @@ class Chunk(Base):
 
 
 class Job(Base):
+    """One unit of background work of some kind, claimed and leased by a worker and retried with backoff."""
+
     __tablename__ = "jobs"
     __table_args__ = ({"sqlite_autoincrement": True},)  # a deleted job's id is never handed out again
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(20), default="ingest")
-    # queued -> running -> done | failed
-    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    # A JobKind value, kept a plain string: a worker that meets a kind newer than itself must still load the
+    # row, to fail that job with a clear error instead of failing to claim anything.
+    kind: Mapped[str] = mapped_column(String(20), default=JobKind.INGEST)
+    # What the kind's handler needs, e.g. ingest: {"document_id": 7}.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Ingest jobs only: deleting the document deletes its jobs, and a document's latest job is found by it.
+    document_id: Mapped[int | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    # Stored as the member's value (not its name) in a VARCHAR, as before the enum existed.
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(
+            JobStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda members: [m.value for m in members],
+        ),
+        default=JobStatus.QUEUED,
+        index=True,
+    )
     stage: Mapped[str] = mapped_column(String(20), default="parse")
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The last failure; kept while a retry waits, cleared when the job is done.
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Not claimable before this moment: a failed attempt's backoff, or now for a new job.
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

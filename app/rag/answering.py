@@ -1,89 +1,111 @@
-"""Grounded answers: retrieve, pack, generate, check citations — or say plainly the documents do not say.
+"""The one answer flow: retrieve → supplementary evidence (facts, corrections) → pack → generate → check →
+record, or say plainly the documents do not say.
 
-``AnswerPipeline.answer`` reads top to bottom as the steps it takes; each step is a small function or object
-of its own (prompts, packing, the chat model, the citation checker).
+Every way of asking (``/v1/ask``, ``/v1/chat/completions``, ``wenda ask``, ``wenda eval answers``), streamed
+or not, runs through ``AnswerFlow``: ``prepare`` does everything that can fail before the first byte of a
+response, ``stream`` generates and checks, and both hand what happened to the recorder, whether the answer
+was given, refused, cancelled by the client or ended by an error. Each step is a small object of its own
+(prompts, the chat model, the citation checker, the refusal policy).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from app.rag.answerability import unmentioned_names
 from app.rag.citations import CheckedAnswer, Passage, check_answer
+from app.rag.errors import InvalidInputError, NotFoundError
+from app.rag.evidence import Correction, DocumentSpan, Evidence, Fact
 from app.rag.llm import ChatModel, Completion, GenerationParams, StreamDelta, StreamEnd, Usage
 from app.rag.prompts import PromptLibrary, detect_language, passages_for_prompt
-from app.rag.types import ChatMessage, RetrievedChunk
+from app.rag.refusal import Refusal, RefusalPolicy, RefusalReason
+from app.rag.types import AnswerStatus, ChatMessage
 
 logger = logging.getLogger(__name__)
 
-Retrieve = Callable[[str, int], Awaitable[list[RetrievedChunk]]]
+Retrieve = Callable[[str, int], Awaitable[list[DocumentSpan]]]
 
 # Tokens kept free beyond max_tokens: chat-template tokens the count may miss, and rounding.
 PACKING_MARGIN = 16
-# Below this share of supported sentences an answer is not called grounded.
-MIN_SUPPORTED_SHARE = 0.5
+
+
+class EvidenceSource(Protocol):
+    """Evidence beyond the documents for a question: facts (the clock, tools) or verified corrections."""
+
+    async def evidence_for(self, question: str, language: str) -> Sequence[Fact | Correction]: ...
 
 
 @dataclass(frozen=True)
-class AskOptions:
+class AnswerRequest:
+    question: str
     model: str
     template: str = "qa"
     top_k: int = 5
     params: GenerationParams = field(default_factory=GenerationParams)
     history: tuple[ChatMessage, ...] = ()
-    debug: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedAnswer:
+    """Everything before generation. ``passages`` are the packed evidence, numbered as the model sees it;
+    ``evidence`` is all that was found, in rank order."""
+
+    request: AnswerRequest
+    language: str
+    standalone_question: str
+    evidence: tuple[Evidence, ...]
+    passages: tuple[Passage, ...]
+    messages: tuple[ChatMessage, ...]
+    usage: Usage  # what preparing cost (the rewrite call), added to the answer's usage
+    timings: dict[str, float]
+    refusal: Refusal | None = None  # set when the evidence cannot answer: the model is then not asked
+
+    @property
+    def should_generate(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def dropped(self) -> int:
+        return len(self.evidence) - len(self.passages)
 
 
 @dataclass(frozen=True)
 class Answer:
+    status: AnswerStatus
     text: str
     grounded: bool
     language: str
     question: str
     standalone_question: str
+    template: str
+    template_version: str
     checked: CheckedAnswer | None
     usage: Usage
     model: str
     timings: dict[str, float]
-    passages_used: int
-    passages_dropped: int
-    raw_answer: str = ""
-    messages: tuple[ChatMessage, ...] = ()
-    refusal_reason: str = ""
-
-
-@dataclass(frozen=True)
-class PreparedPrompt:
-    language: str
-    standalone_question: str
+    evidence: tuple[Evidence, ...]
     passages: tuple[Passage, ...]
-    dropped: int
     messages: tuple[ChatMessage, ...]
-    usage: Usage  # what preparing cost (the rewrite call), added to the answer's usage
-    refusal_reason: str = ""  # set when the passages cannot answer: the model is then not asked
+    raw_answer: str = ""
+    refusal: Refusal | None = None
+    error: str | None = None  # for a failed answer: the error's type, never its text (it may quote documents)
 
     @property
-    def should_generate(self) -> bool:
-        return bool(self.passages) and not self.refusal_reason
+    def passages_used(self) -> int:
+        return len(self.passages)
+
+    @property
+    def passages_dropped(self) -> int:
+        return len(self.evidence) - len(self.passages)
 
 
-def _passages(chunks: Sequence[RetrievedChunk]) -> list[Passage]:
-    return [
-        Passage(
-            number=n,
-            chunk_id=c.chunk_id,
-            document_id=c.document_id,
-            source=c.source,
-            text=c.text,
-            start=c.start,
-            section=c.section,
-        )
-        for n, c in enumerate(chunks, start=1)
-    ]
+Record = Callable[[Answer], None]
 
 
 def is_refusal(text: str, refusal: str) -> bool:
@@ -92,49 +114,159 @@ def is_refusal(text: str, refusal: str) -> bool:
     return bool(core) and core.lower() in text.lower()
 
 
-class AnswerPipeline:
-    def __init__(self, *, llm: ChatModel, prompts: PromptLibrary, retrieve: Retrieve) -> None:
+def _discard(_answer: Answer) -> None:
+    pass
+
+
+class AnswerFlow:
+    def __init__(
+        self,
+        *,
+        llm: ChatModel,
+        prompts: PromptLibrary,
+        retrieve: Retrieve,
+        policy: RefusalPolicy,
+        sources: Sequence[EvidenceSource] = (),
+        record: Record = _discard,
+    ) -> None:
         self._llm = llm
         self._prompts = prompts
         self._retrieve = retrieve
+        self._policy = policy
+        self._sources = tuple(sources)
+        self._record = record
 
-    async def prepare(self, question: str, options: AskOptions, timings: dict[str, float]) -> PreparedPrompt:
-        """Everything before generation: language, standalone question, retrieval and packing."""
-        template = self._prompts.get(options.template)  # unknown names fail before any work
-        language = detect_language(question)
-        began = time.perf_counter()
-        standalone, rewrite_usage = await self._standalone_question(question, language, options)
-        timings["rewrite"] = time.perf_counter() - began
+    async def answer(self, request: AnswerRequest) -> Answer:
+        """The checked answer, not streamed."""
+        return await self.complete(await self.prepare(request))
 
+    async def complete(self, prepared: PreparedAnswer) -> Answer:
+        """Generate in one call (the backend's non-streaming path), check and record."""
+        request = prepared.request
+        timings = dict(prepared.timings)
         began = time.perf_counter()
-        chunks = await self._retrieve(standalone, options.top_k)
-        timings["retrieve"] = time.perf_counter() - began
+        try:
+            if prepared.should_generate:
+                completion = await self._llm.complete(
+                    prepared.messages, model=request.model, params=request.params
+                )
+            else:
+                # Nothing to answer from: no call, no invention.
+                completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=request.model)
+            timings["generate"] = time.perf_counter() - began
+            answer = await self._finish(prepared, completion, timings)
+        except asyncio.CancelledError:
+            self._record_unfinished(prepared, AnswerStatus.CANCELLED, "", timings, began, None)
+            raise
+        except Exception as error:
+            self._record_unfinished(prepared, AnswerStatus.FAILED, "", timings, began, error)
+            raise
+        self._record(answer)
+        return answer
 
-        began = time.perf_counter()
-        passages = _passages(chunks)
-        budget = await self._llm.context_window(options.model) - options.params.max_tokens - PACKING_MARGIN
-        kept = list(passages)
-        while True:
-            messages = self._messages(template.name, language, standalone, kept, options.history)
-            if await self._llm.count_tokens(messages, options.model) <= budget or not kept:
-                break
-            kept.pop()  # the lowest-ranked passage makes room first
-        timings["pack"] = time.perf_counter() - began
-        if not kept and passages:
-            logger.warning(
-                "no passage fits the context window of %s with max_tokens=%d",
-                options.model,
-                options.params.max_tokens,
-            )
-        return PreparedPrompt(
+    async def prepare(self, request: AnswerRequest) -> PreparedAnswer:
+        """Language, standalone question, retrieval, supplementary evidence and packing. Raises before any
+        text is generated, so a streaming caller can still answer with an error status."""
+        timings: dict[str, float] = {}
+        language = detect_language(request.question)
+        try:
+            template = self._prompts.get(request.template)  # unknown names fail before any work
+            began = time.perf_counter()
+            standalone, rewrite_usage = await self._standalone_question(request, language)
+            timings["rewrite"] = time.perf_counter() - began
+
+            began = time.perf_counter()
+            chunks = await self._retrieve(standalone, request.top_k)
+            timings["retrieve"] = time.perf_counter() - began
+
+            began = time.perf_counter()
+            supplementary = [e for s in self._sources for e in await s.evidence_for(standalone, language)]
+            timings["evidence"] = time.perf_counter() - began
+
+            began = time.perf_counter()
+            # Corrections and facts first: they are few, specific, and the first passage is read most closely.
+            evidence: list[Evidence] = [
+                *(e for e in supplementary if isinstance(e, Correction)),
+                *(e for e in supplementary if isinstance(e, Fact)),
+                *chunks,
+            ]
+            passages, messages = await self._pack(template.name, language, standalone, evidence, request)
+            timings["pack"] = time.perf_counter() - began
+        except Exception as error:
+            self._record_failure(request, language, timings, error)
+            raise
+        return PreparedAnswer(
+            request=request,
             language=language,
             standalone_question=standalone,
-            passages=tuple(kept),
-            dropped=len(passages) - len(kept),
+            evidence=tuple(evidence),
+            passages=tuple(passages),
             messages=tuple(messages),
             usage=rewrite_usage,
-            refusal_reason=_refusal_reason(standalone, kept),
+            timings=timings,
+            refusal=self._refusal_before_generation(standalone, evidence, passages),
         )
+
+    async def stream(self, prepared: PreparedAnswer) -> AsyncIterator[str | Answer]:
+        """Answer text deltas as the model writes them, then the checked ``Answer``. The answer is recorded
+        whatever happens: given, refused, cancelled (the consumer closed the stream) or failed."""
+        request = prepared.request
+        timings = dict(prepared.timings)
+        began = time.perf_counter()
+        parts: list[str] = []
+        end: StreamEnd | None = None
+        try:
+            if prepared.should_generate:
+                # aclosing: a consumer that stops early closes the model's stream too, which cancels generation.
+                async with aclosing(
+                    self._llm.stream(prepared.messages, model=request.model, params=request.params)
+                ) as events:
+                    async for event in events:
+                        if isinstance(event, StreamDelta):
+                            parts.append(event.text)
+                            yield event.text
+                        else:
+                            end = event
+            timings["generate"] = time.perf_counter() - began
+            completion = Completion(
+                text="".join(parts),
+                usage=end.usage if end else Usage(0, 0),
+                finish_reason=end.finish_reason if end else "stop",
+                model=end.model if end else request.model,
+            )
+            answer = await self._finish(prepared, completion, timings)
+        except (GeneratorExit, asyncio.CancelledError):
+            self._record_unfinished(prepared, AnswerStatus.CANCELLED, "".join(parts), timings, began, None)
+            raise
+        except Exception as error:
+            self._record_unfinished(prepared, AnswerStatus.FAILED, "".join(parts), timings, began, error)
+            raise
+        self._record(answer)
+        yield answer
+
+    async def _pack(
+        self,
+        template: str,
+        language: str,
+        question: str,
+        evidence: Sequence[Evidence],
+        request: AnswerRequest,
+    ) -> tuple[list[Passage], list[ChatMessage]]:
+        """Number the evidence and drop the lowest-ranked until the prompt fits the model's window."""
+        budget = await self._llm.context_window(request.model) - request.params.max_tokens - PACKING_MARGIN
+        kept = [Passage(number=n, evidence=e) for n, e in enumerate(evidence, start=1)]
+        while True:
+            messages = self._messages(template, language, question, kept, request.history)
+            if await self._llm.count_tokens(messages, request.model) <= budget or not kept:
+                break
+            kept.pop()
+        if not kept and evidence:
+            logger.warning(
+                "no evidence fits the context window of %s with max_tokens=%d",
+                request.model,
+                request.params.max_tokens,
+            )
+        return kept, messages
 
     def _messages(
         self,
@@ -145,142 +277,165 @@ class AnswerPipeline:
         history: Sequence[ChatMessage],
     ) -> list[ChatMessage]:
         rendered = self._prompts.render(
-            template,
-            language,
-            {
-                "question": question,
-                "passages": passages_for_prompt([(p.source, p.section, p.text) for p in passages]),
-            },
+            template, language, {"question": question, "passages": passages_for_prompt(passages)}
         )
         # Earlier turns go between the instructions and the new question, as a chat model expects them.
         return [rendered[0], *history, *rendered[1:]]
 
-    async def _standalone_question(
-        self, question: str, language: str, options: AskOptions
-    ) -> tuple[str, Usage]:
-        if not options.history:
-            return question, Usage(0, 0)
+    async def _standalone_question(self, request: AnswerRequest, language: str) -> tuple[str, Usage]:
+        if not request.history:
+            return request.question, Usage(0, 0)
         messages = self._prompts.render(
             "rewrite",
             language,
             {
-                "question": question,
-                "history": [{"role": m.role, "content": m.content} for m in options.history],
+                "question": request.question,
+                "history": [{"role": m.role, "content": m.content} for m in request.history],
             },
         )
         completion = await self._llm.complete(
-            messages, model=options.model, params=GenerationParams(temperature=0.0, max_tokens=128)
+            messages, model=request.model, params=GenerationParams(temperature=0.0, max_tokens=128)
         )
         rewritten = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
-        return rewritten or question, completion.usage
+        return rewritten or request.question, completion.usage
 
-    def finish(
-        self,
-        question: str,
-        options: AskOptions,
-        prepared: PreparedPrompt,
-        completion: Completion,
-        timings: dict[str, float],
+    def _refusal_before_generation(
+        self, question: str, evidence: Sequence[Evidence], passages: Sequence[Passage]
+    ) -> Refusal | None:
+        if not evidence:
+            return Refusal(RefusalReason.NO_PASSAGES, "no passage was found")
+        if not passages:
+            return Refusal(RefusalReason.NO_ROOM, "no passage fits the model's context window")
+        if self._policy.refuse_unmentioned_names:
+            unmentioned = unmentioned_names(question, [p.evidence.mentionable_text for p in passages])
+            if unmentioned:
+                names = ", ".join(repr(n) for n in unmentioned)
+                return Refusal(
+                    RefusalReason.UNMENTIONED_NAME, f"the question names {names}, which no passage mentions"
+                )
+        return None
+
+    async def _finish(
+        self, prepared: PreparedAnswer, completion: Completion, timings: dict[str, float]
     ) -> Answer:
-        """Check the model's answer against its passages and decide whether it is grounded."""
+        """Check the model's answer against its evidence and decide whether it is grounded."""
         began = time.perf_counter()
-        refusal = self._prompts.get(options.template).refusal[prepared.language]
+        template = self._prompts.get(prepared.request.template)
+        refusal_text = template.refusal[prepared.language]
+        refusal = prepared.refusal
         checked: CheckedAnswer | None = None
         grounded = False
-        if prepared.should_generate and not is_refusal(completion.text, refusal):
-            checked = check_answer(completion.text, prepared.passages, prepared.standalone_question)
-            # A supported first claim has its citations, so no separate check that there are any.
-            grounded = checked.answer_supported and checked.supported_share >= MIN_SUPPORTED_SHARE
+        if refusal is None:
+            if is_refusal(completion.text, refusal_text) or not completion.text.strip():
+                refusal = Refusal(RefusalReason.MODEL_REFUSED, "the model found no answer in the passages")
+            else:
+                # CPU work on a long answer: off the event loop.
+                checked = await asyncio.to_thread(
+                    check_answer,
+                    completion.text,
+                    prepared.passages,
+                    prepared.standalone_question,
+                    self._policy,
+                )
+                grounded = self._grounded(checked)
+                if not grounded:
+                    refusal = Refusal(RefusalReason.UNSUPPORTED, "no passage supports enough of the answer")
         timings["verify"] = time.perf_counter() - began
         usage = Usage(
             prepared.usage.prompt_tokens + completion.usage.prompt_tokens,
             prepared.usage.completion_tokens + completion.usage.completion_tokens,
         )
         return Answer(
-            text=checked.text if grounded and checked else refusal,
+            status=AnswerStatus.ANSWERED if grounded else AnswerStatus.REFUSED,
+            text=checked.text if grounded and checked else refusal_text,
             grounded=grounded,
             language=prepared.language,
-            question=question,
+            question=prepared.request.question,
             standalone_question=prepared.standalone_question,
+            template=template.name,
+            template_version=template.version,
             checked=checked if grounded else None,
             usage=usage,
             model=completion.model,
             timings={k: round(v, 4) for k, v in timings.items()},
-            passages_used=len(prepared.passages),
-            passages_dropped=prepared.dropped,
+            evidence=prepared.evidence,
+            passages=prepared.passages,
+            messages=prepared.messages,
             raw_answer=completion.text,
-            messages=prepared.messages if options.debug else (),
-            refusal_reason="" if grounded else prepared.refusal_reason or _unsupported_reason(checked),
+            refusal=None if grounded else refusal,
         )
 
-    async def answer(self, question: str, options: AskOptions) -> Answer:
-        timings: dict[str, float] = {}
-        prepared = await self.prepare(question, options, timings)
-        began = time.perf_counter()
-        if prepared.should_generate:
-            completion = await self._llm.complete(
-                prepared.messages, model=options.model, params=options.params
-            )
-        else:
-            # Nothing retrieved, or nothing that can answer: no call, no invention.
-            completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=options.model)
-        timings["generate"] = time.perf_counter() - began
-        return self.finish(question, options, prepared, completion, timings)
-
-    async def answer_stream(self, question: str, options: AskOptions) -> AsyncIterator[str | Answer]:
-        """Answer text deltas as the model writes them, then the checked ``Answer``."""
-        timings: dict[str, float] = {}
-        prepared = await self.prepare(question, options, timings)
-        async for item in self.generate_stream(question, options, prepared, timings):
-            yield item
-
-    async def generate_stream(
-        self, question: str, options: AskOptions, prepared: PreparedPrompt, timings: dict[str, float]
-    ) -> AsyncIterator[str | Answer]:
-        """The streaming half after ``prepare``: callers that must fail before streaming prepare first."""
-        began = time.perf_counter()
-        parts: list[str] = []
-        end: StreamEnd | None = None
-        if prepared.should_generate:
-            async for event in self._llm.stream(
-                prepared.messages, model=options.model, params=options.params
-            ):
-                if isinstance(event, StreamDelta):
-                    parts.append(event.text)
-                    yield event.text
-                else:
-                    end = event
-        timings["generate"] = time.perf_counter() - began
-        completion = Completion(
-            text="".join(parts),
-            usage=end.usage if end else Usage(0, 0),
-            finish_reason=end.finish_reason if end else "stop",
-            model=end.model if end else options.model,
+    def _grounded(self, checked: CheckedAnswer) -> bool:
+        # A supported first claim has its citations, so no separate check that there are any.
+        first_claim_ok = checked.answer_supported or not self._policy.require_supported_first_claim
+        return (
+            first_claim_ok
+            and bool(checked.citations)
+            and checked.supported_share >= self._policy.min_supported_share
         )
-        yield self.finish(question, options, prepared, completion, timings)
 
+    def _unfinished(
+        self,
+        prepared: PreparedAnswer,
+        status: AnswerStatus,
+        raw: str,
+        timings: dict[str, float],
+        error: str | None,
+    ) -> Answer:
+        """The record of an answer that did not finish: cancelled by the client or ended by an error."""
+        request = prepared.request
+        try:
+            version = self._prompts.get(request.template).version
+        except NotFoundError:
+            version = ""
+        return Answer(
+            status=status,
+            text="",
+            grounded=False,
+            language=prepared.language,
+            question=request.question,
+            standalone_question=prepared.standalone_question,
+            template=request.template,
+            template_version=version,
+            checked=None,
+            usage=prepared.usage,
+            model=request.model,
+            timings={k: round(v, 4) for k, v in timings.items()},
+            evidence=prepared.evidence,
+            passages=prepared.passages,
+            messages=prepared.messages,
+            raw_answer=raw,
+            error=error,
+        )
 
-def _refusal_reason(question: str, passages: Sequence[Passage]) -> str:
-    if not passages:
-        return "no passage was found"
-    unmentioned = unmentioned_names(question, [f"{p.source} {p.section} {p.text}" for p in passages])
-    if unmentioned:
-        return "the question names " + ", ".join(repr(n) for n in unmentioned) + ", which no passage mentions"
-    return ""
+    def _record_unfinished(
+        self,
+        prepared: PreparedAnswer,
+        status: AnswerStatus,
+        raw: str,
+        timings: dict[str, float],
+        generation_began: float,
+        error: Exception | None,
+    ) -> None:
+        timings["generate"] = time.perf_counter() - generation_began
+        error_name = type(error).__name__ if error is not None else None
+        self._record(self._unfinished(prepared, status, raw, timings, error_name))
 
-
-def _unsupported_reason(checked: CheckedAnswer | None) -> str:
-    if checked is None:
-        return "the model found no answer in the passages"
-    return "no passage supports enough of the answer"
-
-
-def answer_payload_debug(answer: Answer) -> dict[str, Any]:
-    return {
-        "messages": [{"role": m.role, "content": m.content} for m in answer.messages],
-        "raw_answer": answer.raw_answer,
-        "standalone_question": answer.standalone_question,
-        "passages_used": answer.passages_used,
-        "passages_dropped": answer.passages_dropped,
-        "refusal_reason": answer.refusal_reason,
-    }
+    def _record_failure(
+        self, request: AnswerRequest, language: str, timings: dict[str, float], error: Exception
+    ) -> None:
+        """A request that failed before generation (an upstream error while packing, say) is recorded too;
+        bad input (an unknown template) is not an answer and is not."""
+        if isinstance(error, InvalidInputError | NotFoundError):
+            return
+        nothing_yet = PreparedAnswer(
+            request=request,
+            language=language,
+            standalone_question=request.question,
+            evidence=(),
+            passages=(),
+            messages=(),
+            usage=Usage(0, 0),
+            timings=timings,
+        )
+        self._record(self._unfinished(nothing_yet, AnswerStatus.FAILED, "", timings, type(error).__name__))

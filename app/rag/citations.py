@@ -9,11 +9,12 @@ exception is English words the question has, put side by side in an order it doe
 
 For each sentence we look for the passage span (one or two of its sentences or table rows) that holds every
 exact token of the claim verbatim, shares at least one word with the question, and covers the largest share
-of the claim's words. At ``MIN_SUPPORT`` or more the sentence is supported, with that span as its quote and
-its character offsets in the document. The passages the model cited are tried first; when none of them
-supports the sentence, the best passage is taken instead and the model's marker counts as dropped (small
-models often number passages wrongly). Sentences left without support are reported as such, never silently
-passed off as grounded.
+of the claim's words. At the policy's ``min_support`` or more the sentence is supported, with that span as
+its quote and its character offsets in the document. A verified correction is checked the same way (offsets
+into its own text); a fact supports a sentence that writes its value verbatim (see ``app.rag.evidence``).
+The passages the model cited are tried first; when none of them supports the sentence, the best passage is
+taken instead and the model's marker counts as dropped (small models often number passages wrongly).
+Sentences left without support are reported as such, never silently passed off as grounded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 
 import jieba
 
+from app.rag.evidence import DocumentSpan, Evidence, EvidenceKind, Fact
 from app.rag.lexical import STOPWORDS, initialize_tokenizer
+from app.rag.refusal import RefusalPolicy
 
 # [1], [1, 2], [1][2], 【1】, [^1]
 _MARKER = re.compile(r"[\[【]\^?\s*(\d{1,3}(?:\s*[,，、]\s*\d{1,3})*)\s*[\]】]")
@@ -96,34 +99,36 @@ _FILLER = frozenset(
 # English inflections ignored when words are compared (renames ~ rename ~ renamed).
 _SUFFIXES = ("ing", "ed", "es", "s", "e", "d")
 
-MIN_SUPPORT = 0.5  # share of the claim's words that the quoted span must hold
-MIN_CLAIM_WORDS = 2  # a claim without exact tokens needs this many words to be checked at all
-SPAN_SENTENCES = 2  # a quote is one sentence (or table row) of the passage, or two neighbouring ones
-
+DEFAULT_POLICY = RefusalPolicy()
 
 @dataclass(frozen=True)
 class Passage:
-    """A numbered passage as the model saw it; ``start`` is the chunk's offset in its document."""
+    """A numbered piece of evidence as the model saw it."""
 
     number: int
-    chunk_id: int
-    document_id: int
-    source: str
-    text: str
-    start: int
-    section: str = ""
+    evidence: Evidence
+
+    @property
+    def text(self) -> str:
+        return self.evidence.text
 
 
 @dataclass(frozen=True)
 class Citation:
-    chunk_id: int
-    document_id: int
-    source: str
+    """A checked citation. ``quote == text[start:end]`` of what it cites: the stored document text for a
+    document span (offsets in the document), the correction's text, or the fact's value."""
+
+    kind: EvidenceKind
+    passage: int
     quote: str
     start: int
     end: int
-    passage: int
     support: float
+    chunk_id: int | None = None
+    document_id: int | None = None
+    source: str = ""  # the document's filename, or where a fact came from
+    name: str = ""  # a fact's name
+    feedback_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,12 +168,11 @@ class Claim:
     # I list branches in Git?" with the question's own words, in an order that names a command.
     phrases: frozenset[tuple[str, str]] = frozenset()
 
-    @property
-    def checkable(self) -> bool:
-        """Enough to check: an exact token, a phrase, or two words. "It keeps X copies" claims one word
-        ("keeps") beyond a question about how many copies are kept, which any passage on the topic would
+    def checkable(self, min_words: int) -> bool:
+        """Enough to check: an exact token, a phrase, or ``min_words`` words. "It keeps X copies" claims one
+        word ("keeps") beyond a question about how many copies are kept, which any passage on the topic would
         seem to support."""
-        return bool(self.exact) or bool(self.phrases) or len(self.words) >= MIN_CLAIM_WORDS
+        return bool(self.exact) or bool(self.phrases) or len(self.words) >= min_words
 
     @property
     def empty(self) -> bool:
@@ -282,17 +286,22 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
-def best_span(claim: Claim, passage_text: str, question_words: frozenset[str]) -> tuple[float, int, int]:
+def best_span(
+    claim: Claim,
+    passage_text: str,
+    question_words: frozenset[str],
+    policy: RefusalPolicy = DEFAULT_POLICY,
+) -> tuple[float, int, int]:
     """The span of the passage that best supports ``claim``: (support, start, end), support 0 when none does.
 
     A span must hold every exact token of the claim and at least one of the question's words (when the
     question has any): a number that merely occurs somewhere ("1769 revisions left") is not an answer."""
-    if not claim.checkable:
+    if not claim.checkable(policy.min_claim_words):
         return 0.0, 0, 0
     sentences = split_sentences(passage_text)
     best = (0.0, 0, 0)
     for i, (start, _) in enumerate(sentences):
-        for last in range(i, min(i + SPAN_SENTENCES, len(sentences))):
+        for last in range(i, min(i + policy.span_sentences, len(sentences))):
             end = sentences[last][1]
             span = passage_text[start:end]
             if not all(_contains_exact(span, token) for token in claim.exact):
@@ -339,25 +348,78 @@ class _CitationList:
         self._index: dict[tuple[int, int, int], int] = {}
 
     def add(self, passage: Passage, support: float, start: int, end: int) -> int:
-        key = (passage.chunk_id, start, end)
+        key = (passage.number, start, end)
         if key not in self._index:
             self._index[key] = len(self.items)
-            self.items.append(
-                Citation(
-                    chunk_id=passage.chunk_id,
-                    document_id=passage.document_id,
-                    source=passage.source,
-                    quote=passage.text[start:end],
-                    start=passage.start + start,
-                    end=passage.start + end,
-                    passage=passage.number,
-                    support=round(support, 3),
-                )
-            )
+            self.items.append(_citation(passage, round(support, 3), start, end))
         return self._index[key]
 
 
-def check_answer(answer: str, passages: Sequence[Passage], question: str = "") -> CheckedAnswer:
+def _citation(passage: Passage, support: float, start: int, end: int) -> Citation:
+    evidence = passage.evidence
+    quote = evidence.text[start:end]
+    if isinstance(evidence, DocumentSpan):
+        return Citation(
+            kind=evidence.kind,
+            passage=passage.number,
+            quote=quote,
+            start=evidence.start + start,
+            end=evidence.start + end,
+            support=support,
+            chunk_id=evidence.chunk_id,
+            document_id=evidence.document_id,
+            source=evidence.source,
+        )
+    if isinstance(evidence, Fact):
+        # A fact is quoted whole: its value, as the sentence wrote it.
+        return Citation(
+            kind=evidence.kind,
+            passage=passage.number,
+            quote=evidence.value,
+            start=0,
+            end=len(evidence.value),
+            support=support,
+            source=evidence.source,
+            name=evidence.name,
+        )
+    return Citation(
+        kind=evidence.kind,
+        passage=passage.number,
+        quote=quote,
+        start=start,
+        end=end,
+        support=support,
+        feedback_id=evidence.feedback_id,
+    )
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _fact_support(claim: Claim, sentence: str, fact: Fact) -> tuple[float, int, int]:
+    """A sentence rests on a fact when it writes the fact's value verbatim (spacing aside) and claims no
+    number, path or name that the value does not hold: "今天是2026年12月2日" on the clock's date, not "the
+    meeting is in room 3 on 2026-12-02"."""
+    value = _SPACES.sub("", fact.value)
+    if not value or value not in _SPACES.sub("", sentence):
+        return 0.0, 0, 0
+    if not all(_contains_exact(fact.value, token) for token in claim.exact):
+        return 0.0, 0, 0
+    return 1.0, 0, len(fact.value)
+
+
+def _support(
+    claim: Claim, sentence: str, passage: Passage, question_words: frozenset[str], policy: RefusalPolicy
+) -> tuple[float, int, int]:
+    evidence = passage.evidence
+    if isinstance(evidence, Fact):
+        return _fact_support(claim, sentence, evidence)
+    return best_span(claim, evidence.text, question_words, policy)
+
+
+def check_answer(
+    answer: str, passages: Sequence[Passage], question: str = "", policy: RefusalPolicy = DEFAULT_POLICY
+) -> CheckedAnswer:
     by_number = {p.number: p for p in passages}
     question_words = frozenset(content_words(question))
     citations = _CitationList()
@@ -373,13 +435,13 @@ def check_answer(answer: str, passages: Sequence[Passage], question: str = "") -
         supporting = [
             (span, passage)
             for passage in cited
-            if (span := best_span(claim, passage.text, question_words))[0] >= MIN_SUPPORT
+            if (span := _support(claim, plain, passage, question_words, policy))[0] >= policy.min_support
         ]
         dropped += len(numbers) - len(supporting)
         if not supporting:
-            scored = [(best_span(claim, p.text, question_words), p) for p in passages]
+            scored = [(_support(claim, plain, p, question_words, policy), p) for p in passages]
             best = max(scored, key=lambda item: item[0][0], default=None)
-            if best is not None and best[0][0] >= MIN_SUPPORT:
+            if best is not None and best[0][0] >= policy.min_support:
                 supporting = [best]
         kept = sorted({citations.add(p, support, s, e) for (support, s, e), p in supporting})
         checked.append(

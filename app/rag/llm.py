@@ -5,7 +5,7 @@ A LoRA adapter is just another model name: backends take ``model`` per call and 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,6 +75,6 @@ class ChatModel(Protocol):
 
     def stream(
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
-        """Deltas, then exactly one StreamEnd. Closing the iterator early cancels the generation."""
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Deltas, then exactly one StreamEnd. Closing the generator early (aclose) cancels the generation."""
         ...

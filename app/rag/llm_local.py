@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +360,7 @@ class LocalChatModel:
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         self._check_model(model)
         await asyncio.to_thread(self.load)
         from transformers import TextIteratorStreamer

@@ -8,7 +8,7 @@ Token counts come from the server's own tokenizer where it offers one (vLLM's ``
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -188,7 +188,7 @@ class OpenAIChatModel:
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         try:
             upstream = await self._client.chat.completions.create(
                 **self._request(messages, model, params), stream=True, stream_options={"include_usage": True}

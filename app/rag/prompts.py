@@ -6,17 +6,22 @@ A template is a folder under the prompts directory (see ``prompts/README.md``): 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from app.rag.errors import InvalidInputError, NotFoundError
+from app.rag.evidence import DocumentSpan, Fact
+
+if TYPE_CHECKING:
+    from app.rag.citations import Passage
 from app.rag.types import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -44,6 +49,7 @@ class PromptTemplate:
     refusal: Mapping[str, str]
     stop: tuple[str, ...] = ()  # generation stops before these (the labels the user template writes)
     examples: Mapping[str, tuple[FewShotExample, ...]] = field(default_factory=dict)
+    version: str = ""  # sha256 over the template's files: which wording an answer record was given with
 
 
 class PromptLibrary:
@@ -85,6 +91,7 @@ class PromptLibrary:
                     },
                     stop=tuple(str(s) for s in spec.get("stop") or () if s),
                     examples=examples,
+                    version=_folder_digest(folder),
                 )
             )
         return templates
@@ -99,6 +106,7 @@ class PromptLibrary:
             passages = [
                 {
                     "number": n,
+                    "kind": "document",
                     "source": p.get("source", ""),
                     "section": p.get("section", ""),
                     "text": p["text"],
@@ -168,9 +176,26 @@ def detect_language(text: str) -> str:
     return "zh" if letters and cjk / letters >= 0.2 else "en"
 
 
-def passages_for_prompt(items: Sequence[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Number (source, section, text) triples from 1, as the templates expect them."""
-    return [
-        {"number": n, "source": source, "section": section, "text": text}
-        for n, (source, section, text) in enumerate(items, start=1)
-    ]
+def passages_for_prompt(passages: Sequence[Passage]) -> list[dict[str, Any]]:
+    """Numbered evidence as the templates get it: ``number``, ``kind`` (document, fact, correction),
+    ``source``, ``section`` and ``text``; a fact's ``text`` is its value and its ``section`` its name."""
+    items: list[dict[str, Any]] = []
+    for passage in passages:
+        evidence = passage.evidence
+        item: dict[str, Any] = {"number": passage.number, "kind": evidence.kind.value}
+        if isinstance(evidence, DocumentSpan):
+            item.update(source=evidence.source, section=evidence.section, text=evidence.text)
+        elif isinstance(evidence, Fact):
+            item.update(source=evidence.source, section=evidence.name, text=evidence.value)
+        else:
+            item.update(source=f"feedback {evidence.feedback_id}", section="", text=evidence.text)
+        items.append(item)
+    return items
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""Hybrid retrieval: dense (FAISS) and lexical (BM25) candidates fused by reciprocal rank, aware of documents.
+"""Hybrid retrieval: dense and lexical (BM25) candidates fused by reciprocal rank, aware of documents.
 
 Fusion happens twice. Chunks are fused by reciprocal rank of their dense and BM25 ranks. Documents are fused
 too: by the first place each takes in those two rankings, and by BM25 over the document's whole text, which
@@ -7,9 +7,10 @@ then filled diversity first: the best chunk of each document in document order, 
 and so on, until ``top_k``; ``max_per_document`` can narrow that further. A collection with one document
 still yields ``top_k`` of its chunks. Answering asks for plain chunk order instead (``diversify=False``).
 
-The retriever caches each collection's indexes in memory and refreshes them when the collection's
+The retriever caches each collection's BM25 indexes in memory and refreshes them when the collection's
 ``index_version`` in the store of record moves, so a worker in another process can add documents while the
-API serves. Whatever the cache holds, only chunks the store says are ready are ever returned.
+API serves; the vector store (``app.rag.vector_store``) keeps its own copy current the same way. Whatever
+the caches hold, only chunks the store of record says are ready are ever returned.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from app.rag.embedding import Embedder
+from app.rag.embedding import Embedder, Vectors
 from app.rag.lexical import LexicalIndex, tokenize
 from app.rag.types import ScoredId
-from app.rag.vector_index import IndexCorruptError, VectorIndexStore, VectorSearcher
+from app.rag.vector_store import IndexCorruptError, VectorStore
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +93,46 @@ def fill_by_document(
     return result
 
 
+class _CollectionVectors:
+    """Dense search in one collection of the vector store, which applies other processes' changes itself.
+
+    An unreadable index searches as empty (reported once per cache) until reconciliation rebuilds it: the
+    lexical side still answers."""
+
+    def __init__(self, store: VectorStore, collection_id: int) -> None:
+        self._store = store
+        self._collection_id = collection_id
+        self._reported = False
+
+    def search(self, query: Vectors, limit: int) -> list[ScoredId]:
+        try:
+            return self._store.search(self._collection_id, query, limit)
+        except IndexCorruptError:
+            self._report()
+            return []
+
+    def count(self) -> int:
+        try:
+            return self._store.count(self._collection_id)
+        except IndexCorruptError:
+            self._report()
+            return 0
+
+    def _report(self) -> None:
+        if not self._reported:
+            self._reported = True
+            logger.exception(
+                "vector index of collection %s unreadable; dense search disabled until rebuilt",
+                self._collection_id,
+            )
+
+
 @dataclass
 class _CollectionCache:
     version: int
     document_of: dict[int, int]
     document_ids: frozenset[int]
-    vectors: VectorSearcher
+    vectors: _CollectionVectors
     lexical: LexicalIndex
     documents: LexicalIndex
 
@@ -107,7 +142,7 @@ class HybridRetriever:
         self,
         *,
         embedder: Embedder,
-        store: VectorIndexStore,
+        store: VectorStore,
         source: ChunkSource,
         candidates: int = 50,
         rrf_k: int = 60,
@@ -191,14 +226,8 @@ class HybridRetriever:
         self, collection_id: int, version: int, previous: _CollectionCache | None
     ) -> _CollectionCache:
         document_of = self._source.ready_chunks(collection_id)
-        try:
-            index = self._store.load(collection_id)
-        except IndexCorruptError:
-            logger.exception(
-                "vector index of collection %s unreadable; dense search disabled until rebuilt", collection_id
-            )
-            index = None
-        vectors = VectorSearcher(index if index is not None else self._store.new_index())
+        # The store keeps its own copy current (reading only what changed), so nothing is reloaded here.
+        vectors = _CollectionVectors(self._store, collection_id)
         lexical = previous.lexical if previous is not None else LexicalIndex()
         documents = previous.documents if previous is not None else LexicalIndex()
         # Apply only the difference: tokens for new chunks come from SQL, removed ones leave the postings.
@@ -229,7 +258,7 @@ class HybridRetriever:
             collection_id,
             version,
             len(document_of),
-            len(vectors),
+            vectors.count(),
             len(documents),
         )
         return _CollectionCache(

@@ -1,4 +1,6 @@
-"""Domain types shared by ingestion and retrieval: frozen, plain data, no framework imports."""
+"""Domain types shared by ingestion, retrieval and answering: frozen, plain data, no framework imports.
+
+Evidence (document spans, facts, corrections) has a module of its own, ``app.rag.evidence``."""
 
 from __future__ import annotations
 
@@ -64,17 +66,11 @@ class ScoredId:
     score: float
 
 
-@dataclass(frozen=True)
-class RetrievedChunk:
-    chunk_id: int
-    document_id: int
-    source: str
-    text: str
-    score: float
-    start: int
-    end: int
-    section: str = ""
-    aliases: tuple[str, ...] = ()  # other filenames the same bytes were uploaded under
+class AnswerStatus(enum.StrEnum):
+    ANSWERED = "answered"  # grounded: the checked answer was given
+    REFUSED = "refused"  # the refusal was given (the record says why)
+    CANCELLED = "cancelled"  # the client went away before the answer was finished
+    FAILED = "failed"  # an error ended it
 
 
 @dataclass(frozen=True)

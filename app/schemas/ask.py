@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -35,12 +36,20 @@ class AskRequest(BaseModel):
 
 
 class CitationPublic(BaseModel):
-    chunk_id: int
-    document_id: int
-    source: str
-    quote: str = Field(description="Exactly the document text between start and end.")
-    start: int
+    kind: Literal["document", "fact", "correction"] = Field(
+        "document", description="What is cited: a document span, a fact, or a verified correction."
+    )
+    chunk_id: int | None = Field(None, description="document: the chunk quoted.")
+    document_id: int | None = Field(None, description="document: the document quoted.")
+    source: str = Field(description="document: its filename; fact: where the fact came from (clock, tool:NAME).")
+    quote: str = Field(
+        description="document: exactly the document text between start and end; correction: the span of the "
+        "correction's text; fact: its value."
+    )
+    start: int = Field(description="document: offset in the document's text; correction: in its text.")
     end: int
+    name: str | None = Field(None, description="fact: the fact's name.")
+    feedback_id: int | None = Field(None, description="correction: the feedback that gave it.")
 
 
 class SentencePublic(BaseModel):
@@ -55,16 +64,52 @@ class UsagePublic(BaseModel):
     total_tokens: int
 
 
+class RefusalPublic(BaseModel):
+    reason: Literal["no_passages", "no_context_room", "unmentioned_name", "model_refused", "unsupported"]
+    detail: str
+
+
 class AskResponse(BaseModel):
-    query_id: str
+    query_id: str = Field(description="The answer record's id: GET /v1/queries/{query_id}.")
     answer: str
     grounded: bool
+    refusal: RefusalPublic | None = Field(None, description="Why the answer is the refusal; null when grounded.")
     citations: list[CitationPublic]
     sentences: list[SentencePublic]
     usage: UsagePublic
     model: str
-    timings: dict[str, float]
+    timings: dict[str, float] = Field(description="Seconds per stage.")
+    passages_used: int = Field(description="Evidence given to the model.")
+    passages_dropped: int = Field(description="Evidence found but left out to fit the model's window.")
     debug: dict[str, Any] | None = None
+
+
+class QueryPublic(BaseModel):
+    """An answer record, as stored."""
+
+    query_id: str
+    collection: str
+    endpoint: Literal["ask", "chat", "cli"]
+    status: Literal["answered", "refused", "cancelled", "failed"]
+    question: str
+    standalone_question: str
+    model: str
+    template: str
+    template_version: str
+    evidence: list[dict[str, Any]] = Field(description="Everything retrieved, in rank order, and whether it was packed.")
+    messages: list[dict[str, str]] = Field(description="The messages exactly as sent to the model.")
+    raw_answer: str
+    answer: str
+    citations: list[dict[str, Any]]
+    grounded: bool
+    refusal_reason: str | None
+    refusal_detail: str
+    usage: dict[str, int]
+    timings: dict[str, float]
+    passages_used: int
+    passages_dropped: int
+    error: str | None
+    created_at: datetime
 
 
 class TemplatePublic(BaseModel):

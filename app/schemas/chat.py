@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.ask import CitationPublic, UsagePublic
+from app.schemas.ask import CitationPublic, RefusalPublic, UsagePublic
 
 
 class ChatMessageIn(BaseModel):
@@ -54,7 +54,8 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsagePublic
-    query_id: str = Field(description="wenda: the id to rate or correct this answer by.")
+    query_id: str = Field(description="wenda: the id to rate or correct this answer by (GET /v1/queries/{id}).")
+    refusal: RefusalPublic | None = Field(None, description="wenda: why the answer is the refusal.")
 
 
 def chunk_payload(

@@ -7,14 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-JobStatus = Literal["queued", "running", "done", "failed"]
+from app.db.statuses import DocumentStatus, JobKind, JobStatus
+
 JobStage = Literal["parse", "chunk", "embed", "index"]
 
 
 class UploadResponse(BaseModel):
     document_id: int
     job_id: int | None
-    status: str = Field(
+    status: DocumentStatus = Field(
         description="queued for a new document; the existing document's status for a duplicate"
     )
     duplicate: bool = False
@@ -28,7 +29,7 @@ class DocumentPublic(BaseModel):
     size_bytes: int
     mime: str
     content_hash: str
-    status: Literal["queued", "processing", "ready", "failed"]
+    status: DocumentStatus
     title: str
     chunk_count: int
     metadata: dict[str, Any]
@@ -58,7 +59,8 @@ class CollectionList(BaseModel):
 
 class JobPublic(BaseModel):
     job_id: int
-    document_id: int
+    kind: JobKind = Field(JobKind.INGEST, description="What the job does.")
+    document_id: int | None = Field(description="The document an ingest job processes; null for other kinds.")
     status: JobStatus
     stage: JobStage
     progress: float = Field(ge=0.0, le=1.0)

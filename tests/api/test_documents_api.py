@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
+from app.components import Components
 from app.db import documents as db_documents
 from app.db.models import Collection
-from app.rag.vector_index import stored_ids
-from app.services import Services
+from app.rag.faiss_store import stored_ids
 
 CHINESE = (
     "# 文件权限\n\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的用户删除。\n\n"
@@ -45,7 +45,7 @@ def assert_envelope(response: Any, status: int, code: str | None = None) -> dict
     return error
 
 
-def test_upload_ingest_retrieve_delete(client: TestClient, services: Services) -> None:
+def test_upload_ingest_retrieve_delete(client: TestClient, services: Components) -> None:
     created = upload(
         client, "docs", "zh.md", CHINESE.encode(), data={"metadata": json.dumps({"team": "ops"})}
     )
@@ -107,7 +107,7 @@ def test_same_bytes_again_is_a_duplicate(client: TestClient) -> None:
     assert upload(client, "other", "a.txt", b"hello duplicate world").status_code == 202
 
 
-def test_bad_input_gets_the_envelope_never_a_5xx(client: TestClient, services: Services) -> None:
+def test_bad_input_gets_the_envelope_never_a_5xx(client: TestClient, services: Components) -> None:
     services.settings.max_upload_bytes = 1000
     assert_envelope(upload(client, "c", "big.txt", b"x" * 1001), 413, "payload_too_large")
     assert_envelope(upload(client, "c", "photo.png", b"\x89PNG\r\n\x1a\n...."), 415, "unsupported_file_type")
@@ -140,13 +140,13 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/readyz").status_code == 200
 
 
-def _collections(services: Services) -> list[Collection]:
+def _collections(services: Components) -> list[Collection]:
     with services.session_factory() as session:
         return db_documents.all_collections(session)
 
 
 def test_ingesting_into_an_unreadable_index_rebuilds_it_from_sql(
-    client: TestClient, services: Services
+    client: TestClient, services: Components
 ) -> None:
     first = upload(client, "heal", "one.txt", CHINESE.encode()).json()
     assert wait_for_job(client, first["job_id"])["status"] == "done"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app import uploads
+from app.components import build_components
 from app.db import documents as db_documents
 from app.db.models import Chunk, Document, Job
-from app.rag.vector_index import stored_ids
-from app.services import build_services
+from app.rag.faiss_store import stored_ids
+from app.services import documents as uploads
 from tests.conftest import make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +53,7 @@ def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
 def test_sigkilled_workers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     worker_settings = {"lease_seconds": 2, "poll_seconds": 0.1, "max_attempts": 20}
-    services = build_services(make_settings(data_dir, worker=worker_settings))
+    services = build_components(make_settings(data_dir, worker=worker_settings))
     with services.session_factory() as session:
         tenant = db_documents.get_or_create_tenant(session, name="default")
         session.commit()

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.components import build_components
 from app.main import create_app
 from app.rag.llm import GenerationParams, StreamDelta, StreamEnd
 from app.rag.llm_local import BUNDLED_MODEL_NAME, LocalChatModel, prepare_bundled_model
 from app.rag.types import ChatMessage
-from app.services import build_services
 from tests.conftest import make_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.llm, pytest.mark.slow]
@@ -95,8 +95,8 @@ def test_ask_end_to_end_with_the_bundled_model(tmp_path: Path, model_dir: Path) 
     settings = make_settings(
         tmp_path / "data", worker={"poll_seconds": 0.05}, llm={"local_model_dir": model_dir, "max_tokens": 64}
     )
-    services = build_services(settings)
-    with TestClient(create_app(services=services)) as client:
+    services = build_components(settings)
+    with TestClient(create_app(components=services)) as client:
         job = client.post("/v1/collections/kb/documents", files={"file": ("kb.md", DOCUMENT.encode())}).json()
         deadline = time.monotonic() + 120
         while client.get(f"/v1/jobs/{job['job_id']}").json()["status"] not in ("done", "failed"):

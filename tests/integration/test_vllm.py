@@ -21,13 +21,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.components import build_components
 from app.main import create_app
 from app.rag.errors import NotFoundError
 from app.rag.llm import GenerationParams, StreamDelta, StreamEnd
 from app.rag.llm_local import LocalChatModel
 from app.rag.llm_openai import OpenAIChatModel
 from app.rag.types import ChatMessage
-from app.services import build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeEmbedder
 
@@ -190,8 +190,8 @@ def test_ask_answers_through_vllm_with_checked_citations(vllm_url: str, tmp_path
         worker={"poll_seconds": 0.05},
         llm={"backend": "openai", "base_url": vllm_url, "model": SERVED_NAME, "max_tokens": 64},
     )
-    services = build_services(settings, embedder=FakeEmbedder())
-    with TestClient(create_app(services=services)) as client:
+    services = build_components(settings, embedder=FakeEmbedder())
+    with TestClient(create_app(components=services)) as client:
         job = client.post("/v1/collections/kb/documents", files={"file": ("kb.md", DOCUMENT.encode())}).json()
         deadline = time.monotonic() + 60
         while client.get(f"/v1/jobs/{job['job_id']}").json()["status"] not in ("done", "failed"):

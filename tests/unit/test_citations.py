@@ -9,6 +9,7 @@ from app.rag.citations import (
     split_sentences,
     strip_markers,
 )
+from app.rag.evidence import DocumentSpan
 
 DOCUMENT = (
     "第一章 权限。\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的一个用户删除。"
@@ -16,19 +17,34 @@ DOCUMENT = (
     "第二章 网络。网络接口的配置文件位于 /etc/network/interfaces。"
 )
 STICKY_START = DOCUMENT.index("给一个目录")
+
+
+def span_passage(
+    *, number: int, chunk_id: int, document_id: int, source: str, text: str, start: int
+) -> Passage:
+    span = DocumentSpan(
+        chunk_id=chunk_id,
+        document_id=document_id,
+        source=source,
+        text=text,
+        score=0.0,
+        start=start,
+        end=start + len(text),
+    )
+    return Passage(number=number, evidence=span)
 NETWORK_START = DOCUMENT.index("网络接口")
 
 
 def one_passage(text: str) -> list[Passage]:
-    return [Passage(number=1, chunk_id=1, document_id=1, source="a.txt", text=text, start=0)]
+    return [span_passage(number=1, chunk_id=1, document_id=1, source="a.txt", text=text, start=0)]
 
 
 def passages() -> list[Passage]:
     sticky = DOCUMENT[STICKY_START : DOCUMENT.index("\n第二章")]
     network = DOCUMENT[NETWORK_START:]
     return [
-        Passage(number=1, chunk_id=11, document_id=1, source="a.txt", text=sticky, start=STICKY_START),
-        Passage(number=2, chunk_id=12, document_id=1, source="a.txt", text=network, start=NETWORK_START),
+        span_passage(number=1, chunk_id=11, document_id=1, source="a.txt", text=sticky, start=STICKY_START),
+        span_passage(number=2, chunk_id=12, document_id=1, source="a.txt", text=network, start=NETWORK_START),
     ]
 
 
@@ -240,7 +256,7 @@ def test_a_tiny_sentence_is_never_supported_by_chance() -> None:
 
 def test_an_unmarked_sentence_gets_its_best_passage_not_the_first_good_enough() -> None:
     passages = [
-        Passage(
+        span_passage(
             number=1,
             chunk_id=1,
             document_id=1,
@@ -248,7 +264,7 @@ def test_an_unmarked_sentence_gets_its_best_passage_not_the_first_good_enough() 
             start=0,
             text="Git stores snapshots of the project in a repository.",
         ),
-        Passage(
+        span_passage(
             number=2,
             chunk_id=2,
             document_id=1,

@@ -5,8 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from app.components import prompts_directory
 from app.config import Settings
+from app.rag.citations import Passage
 from app.rag.errors import NotFoundError
+from app.rag.evidence import DocumentSpan
 from app.rag.prompts import (
     LANGUAGES,
     PromptLibrary,
@@ -14,7 +17,6 @@ from app.rag.prompts import (
     detect_language,
     passages_for_prompt,
 )
-from app.services import prompts_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +27,17 @@ def library() -> PromptLibrary:
 
 
 def test_rendering_puts_examples_between_instructions_and_question(library: PromptLibrary) -> None:
-    passages = passages_for_prompt([("a.txt", "权限", "粘滞位保护文件。")])
+    span = DocumentSpan(
+        chunk_id=1,
+        document_id=1,
+        source="a.txt",
+        text="粘滞位保护文件。",
+        score=0.0,
+        start=0,
+        end=8,
+        section="权限",
+    )
+    passages = passages_for_prompt([Passage(number=1, evidence=span)])
     messages = library.render("qa", "zh", {"question": "粘滞位是什么？", "passages": passages})
     assert [m.role for m in messages] == ["system", "user", "assistant", "user"]
     assert "[1]" in messages[2].content  # the example answer shows how to cite

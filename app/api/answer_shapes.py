@@ -1,0 +1,76 @@
+"""A domain ``Answer`` in wenda's wire shape, shared by /v1/ask, /v1/chat/completions and `wenda ask --json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.rag.answering import Answer
+from app.schemas.ask import AskResponse, CitationPublic, RefusalPublic, SentencePublic, UsagePublic
+
+
+def debug_payload(answer: Answer) -> dict[str, Any]:
+    return {
+        "messages": [{"role": m.role, "content": m.content} for m in answer.messages],
+        "raw_answer": answer.raw_answer,
+        "standalone_question": answer.standalone_question,
+        "refusal_reason": answer.refusal.detail if answer.refusal else "",
+    }
+
+
+def answer_response(answer: Answer, query_id: str, *, debug: bool) -> AskResponse:
+    checked = answer.checked
+    return AskResponse(
+        query_id=query_id,
+        answer=answer.text,
+        grounded=answer.grounded,
+        refusal=(
+            RefusalPublic(reason=answer.refusal.reason.value, detail=answer.refusal.detail)
+            if answer.refusal
+            else None
+        ),
+        citations=[
+            CitationPublic(
+                kind=c.kind.value,
+                chunk_id=c.chunk_id,
+                document_id=c.document_id,
+                source=c.source,
+                quote=c.quote,
+                start=c.start,
+                end=c.end,
+                name=c.name or None,
+                feedback_id=c.feedback_id,
+            )
+            for c in (checked.citations if checked else ())
+        ],
+        sentences=[
+            SentencePublic(text=s.text, supported=s.supported, citations=list(s.citations))
+            for s in (checked.sentences if checked else ())
+        ],
+        usage=UsagePublic(
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            total_tokens=answer.usage.total_tokens,
+        ),
+        model=answer.model,
+        timings=answer.timings,
+        passages_used=answer.passages_used,
+        passages_dropped=answer.passages_dropped,
+        debug=debug_payload(answer) if debug else None,
+    )
+
+
+def error_event(error: Exception) -> dict[str, object]:
+    """The envelope for an error met after a stream's first byte, sent as the stream's last event."""
+    from app.errors import error_body
+    from app.rag.errors import WendaError
+
+    if isinstance(error, WendaError):
+        return error_body(error)[1]
+    return {
+        "error": {
+            "message": "internal server error; see the server log",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
