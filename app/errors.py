@@ -86,9 +86,8 @@ async def _validation_error(_request: Request, error: Exception) -> JSONResponse
 
 async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    return envelope(
-        error.status_code, str(error.detail), "invalid_request_error", code=f"http_{error.status_code}"
-    )
+    code = "payload_too_large" if error.status_code == 413 else f"http_{error.status_code}"
+    return envelope(error.status_code, str(error.detail), "invalid_request_error", code=code)
 
 
 async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.api import ask, chat, collections, documents, health, jobs, queries, retrieve
+from app.body_limit import MULTIPART_OVERHEAD, BodySizeLimit
 from app.components import Components, build_components
 from app.config import Settings
 from app.errors import install_error_handlers
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD)
     for router in (
         health.router,
         collections.router,
