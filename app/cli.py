@@ -103,6 +103,7 @@ def _expand(paths: Sequence[str]) -> list[Path]:
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from app.db.statuses import JobStatus
     from app.rag.errors import WendaError
     from app.services import documents
 
@@ -136,10 +137,10 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 time.sleep(0.3)
                 for job_id in list(pending):
                     job = documents.get_job(components, tenant_id=tenant_id, job_id=job_id)
-                    if job.status in ("done", "failed"):
+                    if job.status in (JobStatus.DONE, JobStatus.FAILED):
                         pending.discard(job_id)
                         bar.update(1)
-                        if job.status == "failed":
+                        if job.status == JobStatus.FAILED:
                             failed.append(f"job {job_id}: {job.error}")
     finally:
         components.worker.stop()

@@ -70,10 +70,6 @@ class PreparedAnswer:
     def should_generate(self) -> bool:
         return self.refusal is None
 
-    @property
-    def dropped(self) -> int:
-        return len(self.evidence) - len(self.passages)
-
 
 @dataclass(frozen=True)
 class Answer:

@@ -92,7 +92,7 @@ def _search_index(index: Any, query: Vectors, limit: int) -> list[ScoredId]:
         return []
     scores, ids = index.search(np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32), limit)
     return [
-        ScoredId(chunk_id=int(i), score=float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1
+        ScoredId(id=int(i), score=float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i != -1
     ]
 
 

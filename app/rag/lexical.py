@@ -244,4 +244,4 @@ class LexicalIndex:
                     gain = query_tf * idf * tf * (self._k1 + 1.0) / (tf + norm)
                     scores[chunk_id] = scores.get(chunk_id, 0.0) + gain
         best = heapq.nlargest(limit, scores.items(), key=lambda item: item[1])
-        return [ScoredId(chunk_id=chunk_id, score=score) for chunk_id, score in best]
+        return [ScoredId(id=chunk_id, score=score) for chunk_id, score in best]

@@ -48,9 +48,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[ScoredId]], *, k: int, li
     fused: dict[int, float] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
-            fused[hit.chunk_id] = fused.get(hit.chunk_id, 0.0) + 1.0 / (k + rank)
+            fused[hit.id] = fused.get(hit.id, 0.0) + 1.0 / (k + rank)
     best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return [ScoredId(chunk_id=chunk_id, score=score) for chunk_id, score in best]
+    return [ScoredId(id=key, score=score) for key, score in best]
 
 
 def _document_order(ranking: Sequence[ScoredId], document_of: dict[int, int]) -> list[ScoredId]:
@@ -58,10 +58,10 @@ def _document_order(ranking: Sequence[ScoredId], document_of: dict[int, int]) ->
     seen: set[int] = set()
     documents = []
     for hit in ranking:
-        document = document_of[hit.chunk_id]
+        document = document_of[hit.id]
         if document not in seen:
             seen.add(document)
-            documents.append(ScoredId(chunk_id=document, score=hit.score))
+            documents.append(ScoredId(id=document, score=hit.score))
     return documents
 
 
@@ -76,8 +76,8 @@ def fill_by_document(
     """Best chunk of each document in document order, then second-best ones, and so on, up to ``limit``."""
     per_document: dict[int, list[ScoredId]] = {}
     for hit in chunks:
-        per_document.setdefault(document_of[hit.chunk_id], []).append(hit)
-    order = [d.chunk_id for d in documents if d.chunk_id in per_document]
+        per_document.setdefault(document_of[hit.id], []).append(hit)
+    order = [d.id for d in documents if d.id in per_document]
     order += [d for d in per_document if d not in set(order)]
     depth = max((len(v) for v in per_document.values()), default=0)
     if max_per_document:
@@ -183,19 +183,19 @@ class HybridRetriever:
         if mode in ("hybrid", "dense"):
             query_vector = self._embedder.embed_queries([query])[0]
             dense = cache.vectors.search(query_vector, wanted + 16)
-            chunk_rankings.append([hit for hit in dense if hit.chunk_id in cache.document_of][:wanted])
+            chunk_rankings.append([hit for hit in dense if hit.id in cache.document_of][:wanted])
         terms = tokenize(query)
         if mode in ("hybrid", "lexical"):
             # The BM25 indexes are shared with newer caches (updated in place), so keep to this cache's ids.
             lexical = cache.lexical.search(terms, wanted + 16)
-            chunk_rankings.append([hit for hit in lexical if hit.chunk_id in cache.document_of][:wanted])
+            chunk_rankings.append([hit for hit in lexical if hit.id in cache.document_of][:wanted])
         if not diversify:
             return reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=top_k)
         fused_chunks = reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=len(cache.document_of))
         document_rankings = [_document_order(ranking, cache.document_of) for ranking in chunk_rankings]
         if mode in ("hybrid", "lexical"):
             whole = cache.documents.search(terms, wanted + 16)
-            document_rankings.append([hit for hit in whole if hit.chunk_id in cache.document_ids][:wanted])
+            document_rankings.append([hit for hit in whole if hit.id in cache.document_ids][:wanted])
         fused_documents = reciprocal_rank_fusion(document_rankings, k=self._rrf_k, limit=wanted)
         return fill_by_document(
             fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document

@@ -62,7 +62,10 @@ class ChunkDraft:
 
 @dataclass(frozen=True)
 class ScoredId:
-    chunk_id: int
+    """An id in a ranking with its score: a chunk's id in chunk rankings, a document's in document rankings
+    (document-level fusion ranks documents by their best chunks and by BM25 over their whole text)."""
+
+    id: int
     score: float
 
 

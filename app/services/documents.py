@@ -20,6 +20,7 @@ from app.components import Components
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
 from app.db.models import Document
+from app.db.statuses import JobStatus
 from app.rag.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.rag.filetypes import detect_file_type
 from app.rag.vector_store import IndexCorruptError
@@ -248,7 +249,7 @@ def _document_info(session: Session, document: Document, collection_name: str) -
         chunk_count=document.chunk_count,
         metadata=document.metadata_json,
         job_id=job.id if job else None,
-        error=job.error if job and job.status == "failed" else None,
+        error=job.error if job and job.status == JobStatus.FAILED else None,
         created_at=document.created_at,
     )
 

@@ -56,13 +56,13 @@ def search_collection(
     hits = components.retriever.search(collection.id, query, top_k=top_k, mode=mode, diversify=diversify)
     with components.session_factory() as session:
         rows = db_documents.ready_chunks_by_id(
-            session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.chunk_id for h in hits]
+            session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.id for h in hits]
         )
     spans = []
     for hit in hits:
-        if hit.chunk_id not in rows:  # deleted between search and hydration
+        if hit.id not in rows:  # deleted between search and hydration
             continue
-        chunk, document = rows[hit.chunk_id]
+        chunk, document = rows[hit.id]
         spans.append(
             DocumentSpan(
                 chunk_id=chunk.id,

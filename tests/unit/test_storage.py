@@ -223,7 +223,7 @@ def test_reconcile_makes_the_index_agree_with_sql(database_url: str, vector_stor
     report = reconcile_collection(factory, store, collection_id)
     assert (report.action, report.missing, report.extra) == ("patched", 1, 1)
     assert store.ids(collection_id) == vector_store.held_by_a_new_instance(collection_id) == set(ids)
-    assert store.search(collection_id, vectors[2], 1)[0].chunk_id == ids[2]
+    assert store.search(collection_id, vectors[2], 1)[0].id == ids[2]
     # An unreadable index is rebuilt from the vectors SQL keeps.
     vector_store.corrupt(collection_id)
     assert reconcile_collection(factory, store, collection_id).action == "rebuilt"

@@ -67,11 +67,11 @@ def test_add_search_count_ids_remove(tmp_path: Path) -> None:
     store.add(1, ids, vectors)
     assert store.count(1) == 10 and store.ids(1) == frozenset(ids)
     hits = store.search(1, vectors[3], 3)
-    assert hits[0].chunk_id == 103 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].id == 103 and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
     store.remove(1, [103, 999])
     assert store.count(1) == 9 and 103 not in store.ids(1)
-    assert all(hit.chunk_id != 103 for hit in store.search(1, vectors[3], 10))
+    assert all(hit.id != 103 for hit in store.search(1, vectors[3], 10))
     # Collections are separate namespaces; an unknown one is empty and gets no files.
     assert store.count(2) == 0 and store.search(2, vectors[0], 5) == [] and store.ids(2) == frozenset()
     store.remove(2, [1])
@@ -86,7 +86,7 @@ def test_add_is_an_idempotent_upsert_by_id(tmp_path: Path) -> None:
     assert store.count(1) == 3
     store.add(1, [2], vectors[3:4])  # and the same id with a new vector replaces the old one
     assert store.count(1) == 3
-    assert store.search(1, vectors[3], 1)[0].chunk_id == 2
+    assert store.search(1, vectors[3], 1)[0].id == 2
     assert sorted(stored_ids(store.load(1))) == [1, 2, 3]
     with pytest.raises(ValueError, match="repeat"):
         store.add(1, [5, 5], vectors[:2])
@@ -105,7 +105,7 @@ def test_what_was_written_survives_reopening(tmp_path: Path) -> None:
     writer.close()
     reopened = _store(tmp_path)
     assert reopened.ids(7) == frozenset(range(2, 29))
-    assert reopened.search(7, vectors[25], 1)[0].chunk_id == 25
+    assert reopened.search(7, vectors[25], 1)[0].id == 25
     assert sorted(p.name for p in tmp_path.iterdir() if "tmp" in p.name) == []
 
 
@@ -135,7 +135,7 @@ def test_a_second_instance_applies_another_writers_delta_without_reloading(
     writer.add(1, [40, 41], vectors[40:42])
     writer.remove(1, [0])
     hits = reader.search(1, vectors[41], 1)
-    assert hits[0].chunk_id == 41 and reader.ids(1) == frozenset(range(1, 42))
+    assert hits[0].id == 41 and reader.ids(1) == frozenset(range(1, 42))
     assert len(snapshot_reads) == 1
     # Only the two new records were read, not the log from its start.
     added = delta_log.encode_add(np.array([40, 41], dtype=np.int64), vectors[40:42])
@@ -148,7 +148,7 @@ def test_a_second_instance_applies_another_writers_delta_without_reloading(
     writer.add(1, [43], vectors[43:44])
     assert reader.ids(1) == frozenset(range(1, 44))
     assert len(snapshot_reads) == 1
-    assert reader.search(1, vectors[43], 1)[0].chunk_id == 43
+    assert reader.search(1, vectors[43], 1)[0].id == 43
 
 
 def test_a_replace_elsewhere_makes_readers_reload(tmp_path: Path, snapshot_reads: list[str]) -> None:
@@ -220,7 +220,7 @@ def test_a_crash_between_the_compaction_renames_leaves_a_correct_pair(
     # New snapshot, old log: replaying the log over a state that already holds it changes nothing.
     fresh = _store(tmp_path)
     assert fresh.ids(1) == frozenset({1, 2, 3})
-    assert fresh.search(1, vectors[3], 1)[0].chunk_id == 2
+    assert fresh.search(1, vectors[3], 1)[0].id == 2
     fresh.add(1, [4], vectors[4:5])
     assert fresh.compact(1) is not None
     assert _store(tmp_path).ids(1) == frozenset({1, 2, 3, 4})
@@ -306,7 +306,7 @@ def test_a_snapshot_of_the_earlier_layout_reads_as_a_base(tmp_path: Path, snapsh
     assert reader.ids(9) == frozenset({0, 1, 2})
     _store(tmp_path).add(9, [3], vectors[3:4])  # creates the log
     assert reader.ids(9) == frozenset({0, 1, 2, 3})
-    assert reader.search(9, vectors[3], 1)[0].chunk_id == 3
+    assert reader.search(9, vectors[3], 1)[0].id == 3
     assert len(snapshot_reads) == 2  # the reader's load and the writer's: the reader did not reload
 
 
@@ -337,10 +337,10 @@ def test_the_retriever_sees_another_writers_vectors_without_reloading(
     writer.add(1, [1, 2], embedder.embed_passages([texts[1], texts[2]]))
     writer.compact(1)
     source.version, source.ready = 1, {1: 1, 2: 2}
-    assert retriever.search(1, "git branch", top_k=1)[0].chunk_id == 2
+    assert retriever.search(1, "git branch", top_k=1)[0].id == 2
     writer.add(1, [3], embedder.embed_passages([texts[3]]))
     source.version, source.ready = 2, {1: 1, 2: 2, 3: 3}
-    assert retriever.search(1, "rsync backup", top_k=1)[0].chunk_id == 3
+    assert retriever.search(1, "rsync backup", top_k=1)[0].id == 3
     assert len(snapshot_reads) == 1
 
 
@@ -380,10 +380,10 @@ def test_the_gpu_copy_follows_adds_and_is_rebuilt_after_removals(
     vectors = _unit(6, DIM, seed=17)
     store = _store(tmp_path)
     store.add(1, [1, 2, 3], vectors[:3])
-    assert store.search(1, vectors[2], 1)[0].chunk_id == 3 and len(copies) == 1
+    assert store.search(1, vectors[2], 1)[0].id == 3 and len(copies) == 1
     store.add(1, [4], vectors[3:4])
-    assert store.search(1, vectors[3], 1)[0].chunk_id == 4 and len(copies) == 1
+    assert store.search(1, vectors[3], 1)[0].id == 4 and len(copies) == 1
     assert copies[0].index.ntotal == 4
     store.remove(1, [4])
-    assert store.search(1, vectors[3], 1)[0].chunk_id != 4 and len(copies) == 2
+    assert store.search(1, vectors[3], 1)[0].id != 4 and len(copies) == 2
     assert copies[1].index.ntotal == 3

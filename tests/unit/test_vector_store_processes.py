@@ -68,7 +68,7 @@ def _assert_vectors_are_right(store: FaissVectorStore, ids: frozenset[int]) -> N
     for chunk_id in sorted(ids)[:: max(1, len(ids) // 40)]:
         query = _vector(chunk_id)
         hit = store.search(1, query, 1)[0]
-        assert hit.chunk_id == chunk_id and np.isclose(hit.score, 1.0, rtol=1e-4)
+        assert hit.id == chunk_id and np.isclose(hit.score, 1.0, rtol=1e-4)
 
 
 def test_concurrent_writers_and_a_reader_agree(tmp_path: Path) -> None:
