@@ -148,9 +148,10 @@ class AnswerLog:
             self._queue.join()
 
     def record(self, context: AnswerContext, answer: Answer) -> None:
+        """Keep an answer; never raises: a record that cannot be written is logged, the answer still goes out."""
         row = record_row(context, answer, created_at=self._clock())
         if self._thread is None:
-            self._write([row])  # no writer running (the command line): write now
+            self._write_now(row)  # no writer running (the command line): write now
             return
         with self._pending_lock:
             self._pending[context.query_id] = row
@@ -158,8 +159,14 @@ class AnswerLog:
             self._queue.put_nowait(row)
         except queue.Full:
             # The database is far behind: slow this request down rather than lose its record.
-            self._write([row])
+            self._write_now(row)
             self._forget([row])
+
+    def _write_now(self, row: dict[str, Any]) -> None:
+        try:
+            self._write([row])
+        except Exception:
+            logger.exception("answer log: the record of query %s could not be written", row["query_id"])
 
     def get(self, *, tenant_id: int, query_id: str) -> QueryRecord:
         with self._pending_lock:

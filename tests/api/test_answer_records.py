@@ -202,3 +202,22 @@ def test_a_client_that_disconnects_mid_stream_is_recorded_as_cancelled(
             record = http.get(f"/v1/queries/{query_id}").json()
             assert record["status"] == "cancelled" and 0 < len(record["raw_answer"]) < len(llm.reply)
     assert llm.cancelled
+
+
+def test_an_answer_goes_out_even_when_its_record_cannot_be_written(settings: Settings) -> None:
+    services = build_components(settings, embedder=FakeEmbedder(), llm=ScriptedChatModel("x"))
+    with TestClient(create_app(components=services)) as client:
+        _ready(client)
+        with services.engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE answers RENAME TO answers_gone")
+        try:
+            response = client.post("/v1/ask", json=ASK)
+            assert response.status_code == 200 and response.json()["query_id"]
+            # Written on the request's thread when no writer runs (the command line): still no error.
+            services.answer_log.close()
+            started = client.post("/v1/ask", json=ASK)
+            assert started.status_code == 200
+        finally:
+            with services.engine.begin() as connection:
+                connection.exec_driver_sql("ALTER TABLE answers_gone RENAME TO answers")
+    services.engine.dispose()
