@@ -16,7 +16,7 @@ to a character splitter (default 500/50 characters). Model loading happens once,
 the embedder is warmed up; files are read once beforehand so that both sides find them in the page cache.
 wenda runs first, then LangChain, in one process; ``--only`` runs one side alone (to check order effects).
 
-wenda does more per document than the baseline — a sandboxed parsing subprocess, the SQL store of record
+wenda does more per document than the baseline — a parsing child process (ingest.parse_limits), the SQL store of record
 (chunk rows with text, offsets, tokens and vectors), jieba tokenization for BM25, and an fsync'd append to
 the collection's vector log per document — so the per-stage shares are printed to show where the time goes.
 
@@ -741,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratios = compare(wenda, langchain)
         print_comparison(wenda, langchain, ratios)
         print(
-            "  note: wenda also runs a sandboxed parsing subprocess per file, writes chunk rows (text, offsets, "
+            "  note: wenda also runs a parsing child process (ingest.parse_limits) per file, writes chunk rows (text, offsets, "
             "jieba terms, vectors) to SQL and rewrites the collection's FAISS file atomically per document; "
             "LangChain keeps everything in memory."
         )

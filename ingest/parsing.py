@@ -1,6 +1,6 @@
 """Turn an upload's bytes into the one text that chunks and citations are measured against.
 
-Pure and in-process: ``ingest.sandbox`` runs this in a child process with resource limits, because the
+Pure and in-process: ``ingest.parse_limits`` runs this in a child process with resource limits, because the
 parser libraries can be made to spin or allocate without bound by a hostile or broken file. Every failure a
 user can act on is a ``DocumentParseError`` with a short message; library exceptions never leak out as
 tracebacks.
@@ -132,7 +132,7 @@ _HTML_CHARSET_ALIASES = {
 def parse_document(data: bytes, file_type: FileType) -> ParsedDocument:
     """Parse ``data`` as ``file_type``; raise ``DocumentParseError`` with a user-readable reason on failure.
 
-    ``MemoryError`` is let through on purpose: the sandbox reports it as the memory limit it is.
+    ``MemoryError`` is let through on purpose: ``ingest.parse_limits`` reports it as the memory limit it is.
     """
     label = _LABELS[file_type]
     try:

@@ -24,8 +24,8 @@ from app.rag.lexical import tokenize
 from app.rag.types import FileType
 from app.rag.vector_store import IndexCorruptError, VectorStore
 from ingest.chunking import passage_text, split_document
+from ingest.parse_limits import parse_in_subprocess
 from ingest.reconcile import reconcile_collection
-from ingest.sandbox import parse_in_subprocess
 
 logger = logging.getLogger(__name__)
 
