@@ -77,17 +77,30 @@ def test_sigkilled_workers_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         "WENDA_WORKER__MAX_ATTEMPTS": "20",
         "WENDA_LOG_LEVEL": "WARNING",
     }
-    rng = random.Random(20261122)
-    for _ in range(8):
-        worker = _start_worker(env)
-        time.sleep(rng.uniform(1.5, 5.0))
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-
     def statuses() -> dict[str, int]:
         with services.session_factory() as session:
             rows = session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status))
             return {status: count for status, count in rows}
+
+    def claims_of(worker: subprocess.Popen[bytes]) -> int:
+        """Jobs this worker process has claimed (worker ids are host:pid:nonce)."""
+        with services.session_factory() as session:
+            claimed = select(func.count(Job.id)).where(Job.worker_id.like(f"%:{worker.pid}:%"))
+            return session.scalar(claimed) or 0
+
+    rng = random.Random(20261122)
+    for _ in range(8):
+        worker = _start_worker(env)
+        # Kill it mid-job: wait for the state (a job claimed by this process), not for a time, because a worker
+        # takes from one to twenty seconds to start on a busy 2-core machine.
+        deadline = time.monotonic() + 300
+        while claims_of(worker) == 0 and statuses().get("done", 0) < DOCUMENTS:
+            assert worker.poll() is None, "the worker exited on its own"
+            assert time.monotonic() < deadline, "no job was claimed within 300 s"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.1, 2.0))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
 
     interrupted_before_restart = statuses()
     worker = _start_worker(env)
