@@ -39,7 +39,7 @@ Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[ben
     python bench/ingest.py                      # the 355-file man-page corpus in ../shared/eval/dev/manzh
     python bench/ingest.py --limit 20           # a quick look
     python bench/ingest.py --corpus DIR --only wenda
-    python bench/ingest.py --store-growth       # the vector store from 1k to 100k chunks
+    python bench/ingest.py --store-growth       # the vector store from 1k to 100k chunks (or: --corpus)
 
 Prints a human-readable report, then one JSON line with every number.
 """
@@ -388,12 +388,20 @@ def print_comparison(wenda: RunResult, langchain: RunResult, ratios: dict[str, f
     )
 
 
+SYNTHETIC = "synthetic"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Ingestion throughput: wenda's pipeline vs. plain LangChain + FAISS on the same files."
     )
     parser.add_argument(
-        "--corpus", type=Path, default=DEFAULT_CORPUS, help="directory of documents (default: %(default)s)"
+        "--corpus",
+        nargs="?",
+        const=SYNTHETIC,
+        default=str(DEFAULT_CORPUS),
+        help="directory of documents (default: %(default)s); bare --corpus, or --corpus synthetic, grows a "
+        "synthetic collection to 100k chunks instead (the same as --store-growth)",
     )
     parser.add_argument("--limit", type=int, default=None, help="use only the first N files sorted by path")
     parser.add_argument(
@@ -693,8 +701,9 @@ def run_store_growth(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.store_growth:
+    if args.store_growth or args.corpus == SYNTHETIC:
         return run_store_growth(args)
+    args.corpus = Path(args.corpus)
     from app.components import build_components
 
     if args.limit is not None and args.limit < 1:
