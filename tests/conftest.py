@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.components import Components, build_components
@@ -97,21 +99,28 @@ def client(services: Components) -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.fixture
-def live_url(services: Components) -> Iterator[str]:
-    """The app served for real by uvicorn on a free loopback port."""
+@contextlib.contextmanager
+def served_on_loopback(app: FastAPI) -> Iterator[str]:
+    """``app`` served for real by uvicorn on a free loopback port, for as long as the block runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(components=services), host="127.0.0.1", port=port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_url(services: Components) -> Iterator[str]:
+    """The app served for real by uvicorn on a free loopback port."""
+    with served_on_loopback(create_app(components=services)) as url:
+        yield url

@@ -19,7 +19,7 @@ from app.db import documents as db_documents
 from app.db.models import AnswerRecord, utcnow
 from app.main import create_app
 from tests.api.test_documents_api import assert_envelope, upload, wait_for_job
-from tests.conftest import make_settings
+from tests.conftest import make_settings, served_on_loopback
 from tests.fakes import FakeEmbedder, ScriptedChatModel
 
 DOCUMENT = "# 文件权限\n\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的用户删除。\n"
@@ -127,11 +127,6 @@ def test_answers_still_queued_at_shutdown_are_written(settings: Settings) -> Non
 @pytest.fixture
 def slow_live(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Components, ScriptedChatModel]]:
     """A real server whose model writes one 4-character delta every 0.3 s, with keep-alives every 0.1 s."""
-    import socket
-    import threading
-
-    import uvicorn
-
     settings = make_settings(
         tmp_path / "data",
         database_url,
@@ -142,20 +137,8 @@ def slow_live(tmp_path: Any, database_url: str) -> Iterator[tuple[str, Component
         "给目录设置粘滞位将保护该目录内的文件不被其所有者之外的用户删除 [1]。", seconds_per_delta=0.3
     )
     services = build_components(settings, embedder=FakeEmbedder(), llm=llm)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(components=services), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", services, llm
-    server.should_exit = True
-    thread.join(10)
+    with served_on_loopback(create_app(components=services)) as url:
+        yield url, services, llm
     services.engine.dispose()
 
 
