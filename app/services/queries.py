@@ -11,8 +11,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -249,59 +249,14 @@ class AnswerLog:
             logger.exception("answer log: pruning failed")
 
 
-_COLUMNS = (
-    "query_id",
-    "tenant_id",
-    "collection_name",
-    "endpoint",
-    "status",
-    "question",
-    "standalone_question",
-    "model",
-    "template",
-    "template_version",
-    "evidence",
-    "messages",
-    "raw_answer",
-    "answer",
-    "citations",
-    "grounded",
-    "refusal_reason",
-    "refusal_detail",
-    "usage",
-    "timings",
-    "passages_used",
-    "passages_dropped",
-    "error",
-    "created_at",
-)
+# QueryRecord's fields are the table's columns, but for the collection's name.
+_COLUMN_OF = {"collection": "collection_name"}
+_COLUMNS = tuple(_COLUMN_OF.get(f.name, f.name) for f in fields(QueryRecord))
 
 
 def _query_record(row: dict[str, Any]) -> QueryRecord:
-    created = row["created_at"]
-    return QueryRecord(
-        query_id=row["query_id"],
-        collection=row["collection_name"],
-        endpoint=row["endpoint"],
-        status=row["status"],
-        question=row["question"],
-        standalone_question=row["standalone_question"],
-        model=row["model"],
-        template=row["template"],
-        template_version=row["template_version"],
-        evidence=list(row["evidence"]),
-        messages=list(row["messages"]),
-        raw_answer=row["raw_answer"],
-        answer=row["answer"],
-        citations=list(row["citations"]),
-        grounded=bool(row["grounded"]),
-        refusal_reason=row["refusal_reason"],
-        refusal_detail=row["refusal_detail"],
-        usage=dict(row["usage"]),
-        timings=dict(row["timings"]),
-        passages_used=row["passages_used"],
-        passages_dropped=row["passages_dropped"],
-        error=row["error"],
-        # SQLite hands back naive datetimes; every time stored is UTC.
-        created_at=created if created.tzinfo else created.replace(tzinfo=utcnow().tzinfo),
-    )
+    values = {f.name: row[_COLUMN_OF.get(f.name, f.name)] for f in fields(QueryRecord)}
+    created: datetime = values["created_at"]
+    # SQLite hands back naive datetimes; every time stored is UTC.
+    values["created_at"] = created if created.tzinfo else created.replace(tzinfo=UTC)
+    return QueryRecord(**values)
