@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -73,14 +75,27 @@ async def _wenda_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
+_LOCATIONS = ("body", "query", "path", "header", "cookie")
+
+
+def _param_and_message(first: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The field a validation error is about, and a message naming it."""
+    location = [str(part) for part in first.get("loc", ())]
+    # Only the first part is where the value came from; a field may itself be called "query".
+    where = location.pop(0) if location and location[0] in _LOCATIONS else ""
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "json_invalid":
+        return None, f"the request body is not valid JSON: {message}"
+    if not location:
+        return None, f"request {where or 'input'}: {message}" if where else message
+    param = ".".join(location)
+    return param, f"{param}: {message}"
+
+
 async def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     first = error.errors()[0] if error.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    param = ".".join(location) or None
-    message = (
-        f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg", "invalid request"))
-    )
+    param, message = _param_and_message(first)
     return envelope(422, message, "invalid_request_error", param=param, code="validation_error")
 
 

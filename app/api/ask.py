@@ -83,6 +83,5 @@ def list_templates(components: ComponentsDep) -> TemplateList:
         templates=[
             TemplatePublic(name=t.name, description=t.description, variables=list(t.variables))
             for t in (components.prompts.get(name) for name in components.prompts.names())
-            if t.name != "rewrite"
         ]
     )

@@ -50,6 +50,7 @@ class PromptTemplate:
     stop: tuple[str, ...] = ()  # generation stops before these (the labels the user template writes)
     examples: Mapping[str, tuple[FewShotExample, ...]] = field(default_factory=dict)
     version: str = ""  # sha256 over the template's files: which wording an answer record was given with
+    internal: bool = False  # used by wenda itself (rewrite): a request can neither name nor list it
 
 
 class PromptLibrary:
@@ -92,6 +93,7 @@ class PromptLibrary:
                     stop=tuple(str(s) for s in spec.get("stop") or () if s),
                     examples=examples,
                     version=_folder_digest(folder),
+                    internal=bool(spec.get("internal", False)),
                 )
             )
         return templates
@@ -120,12 +122,22 @@ class PromptLibrary:
             )
         return examples
 
-    def names(self) -> list[str]:
-        return sorted(self._templates)
+    def names(self, *, include_internal: bool = False) -> list[str]:
+        """The templates a request may name (and, asked for, wenda's internal ones too)."""
+        return sorted(n for n, t in self._templates.items() if include_internal or not t.internal)
 
     def get(self, name: str) -> PromptTemplate:
         template = self._templates.get(name)
         if template is None:
+            raise NotFoundError(
+                f"template {name!r} not found; available: {', '.join(self.names())}", param="template"
+            )
+        return template
+
+    def requested(self, name: str) -> PromptTemplate:
+        """A template a request named: internal ones are not found, as they are not listed."""
+        template = self.get(name)
+        if template.internal:
             raise NotFoundError(
                 f"template {name!r} not found; available: {', '.join(self.names())}", param="template"
             )

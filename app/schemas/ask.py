@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas.text import QuestionText
+
 
 class Turn(BaseModel):
     role: Literal["user", "assistant"]
@@ -15,7 +17,7 @@ class Turn(BaseModel):
 
 class AskRequest(BaseModel):
     collection: str = Field(min_length=1, max_length=200)
-    question: str = Field(min_length=1, max_length=4000)
+    question: QuestionText
     model: str | None = Field(
         None, description="Model or LoRA adapter name; the server's default when absent."
     )

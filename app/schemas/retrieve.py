@@ -6,10 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas.text import QuestionText
+
 
 class RetrieveRequest(BaseModel):
     collection: str = Field(min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=4000)
+    query: QuestionText
     top_k: int | None = Field(None, ge=1, description="Defaults to the server's retrieval.default_top_k.")
     mode: Literal["hybrid", "dense", "lexical"] | None = Field(None, description="Defaults to the server's.")
     diversify: bool | None = Field(

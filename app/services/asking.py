@@ -61,7 +61,7 @@ def new_query_id() -> str:
 def answer_request(components: Components, ask: AskInput) -> AnswerRequest:
     """Defaults filled in and limits checked; an unknown template is a 404 before any work."""
     settings = components.settings
-    template = components.prompts.get(ask.template)
+    template = components.prompts.requested(ask.template)
     return AnswerRequest(
         question=ask.question,
         model=ask.model or components.llm.default_model,

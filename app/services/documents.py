@@ -41,15 +41,70 @@ def check_collection_name(name: str) -> str:
     return name
 
 
+# Metadata is for labels (team, source, path), not payloads: bounded so that it cannot exhaust the parser's
+# recursion, the database, or every later read of the document.
+METADATA_MAX_BYTES = 64 * 1024
+METADATA_MAX_DEPTH = 16
+
+
 def parse_metadata(raw: str | None) -> dict[str, Any]:
+    """The upload's metadata as a JSON object, checked for size, nesting and valid Unicode."""
     if raw is None or raw.strip() == "":
         return {}
+    if len(raw.encode("utf-8", "surrogatepass")) > METADATA_MAX_BYTES:
+        raise InvalidInputError(f"metadata is larger than {METADATA_MAX_BYTES} bytes", param="metadata")
+    if _nesting(raw) > METADATA_MAX_DEPTH:
+        raise InvalidInputError(
+            f"metadata is nested deeper than {METADATA_MAX_DEPTH} levels", param="metadata"
+        )
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as error:
         raise InvalidInputError(f"metadata is not valid JSON: {error.msg}", param="metadata") from error
     if not isinstance(value, dict):
         raise InvalidInputError("metadata must be a JSON object", param="metadata")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as error:
+        # "\ud800" is valid JSON but no text: stored, it broke every later read of the collection.
+        raise InvalidInputError(
+            "metadata holds an unpaired surrogate (\\ud800-\\udfff), which is not valid Unicode text",
+            param="metadata",
+        ) from error
+    return value
+
+
+def _nesting(raw: str) -> int:
+    """How deeply brackets nest, counted without parsing (json.loads recurses, and overflows on 10,000)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for character in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                in_string = False
+        elif character == '"':
+            in_string = True
+        elif character in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif character in "]}":
+            depth -= 1
+    return deepest
+
+
+def readable_metadata(value: Any) -> Any:
+    """Stored metadata as text that always serialises: lone surrogates stored before they were refused
+    become "?", so one old row can never break a listing."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
+    if isinstance(value, list):
+        return [readable_metadata(v) for v in value]
+    if isinstance(value, dict):
+        return {readable_metadata(k): readable_metadata(v) for k, v in value.items()}
     return value
 
 
@@ -247,7 +302,7 @@ def _document_info(session: Session, document: Document, collection_name: str) -
         status=document.status,
         title=document.title,
         chunk_count=document.chunk_count,
-        metadata=document.metadata_json,
+        metadata=readable_metadata(document.metadata_json),
         job_id=job.id if job else None,
         error=job.error if job and job.status == JobStatus.FAILED else None,
         created_at=document.created_at,

@@ -53,7 +53,7 @@ def test_a_missing_variable_is_an_error_not_an_empty_string(library: PromptLibra
 
 
 def test_template_yaml_declares_what_the_files_use(library: PromptLibrary) -> None:
-    for name in library.names():
+    for name in library.names(include_internal=True):
         declared = set(library.get(name).variables)
         for language in LANGUAGES:
             assert library.undeclared_variables(name, language) <= declared, (name, language)

@@ -1,0 +1,103 @@
+"""What a fault probe broke, kept broken no more: hostile metadata, blank questions, validation errors that
+name their field."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+
+from app.components import Components
+from app.db.models import Document
+from tests.api.test_documents_api import assert_envelope, upload
+
+
+def test_deeply_nested_metadata_is_a_400_naming_it(client: TestClient) -> None:
+    for nested in ("[" * 10_000 + "]" * 10_000, '{"a":' * 5_000 + "1" + "}" * 5_000, "[" * 10_000):
+        error = assert_envelope(
+            upload(client, "c", "a.txt", b"text", data={"metadata": '{"k":' + nested + "}"}), 400
+        )
+        assert error["param"] == "metadata" and "nested" in error["message"]
+    # Brackets inside strings are text, not nesting.
+    assert (
+        upload(client, "c", "b.txt", b"text b", data={"metadata": json.dumps({"k": "[" * 100})}).status_code
+        == 202
+    )
+
+
+def test_oversized_metadata_is_a_400(client: TestClient) -> None:
+    error = assert_envelope(
+        upload(client, "c", "a.txt", b"text", data={"metadata": json.dumps({"k": "x" * 70_000})}), 400
+    )
+    assert error["param"] == "metadata" and "larger" in error["message"]
+
+
+def test_a_lone_surrogate_is_refused_and_stored_ones_never_break_reads(
+    client: TestClient, services: Components
+) -> None:
+    for raw in ('{"k":"\\ud800"}', '{"\\udfff":1}', '{"k":["ok","\\udc00x"]}'):
+        error = assert_envelope(upload(client, "c", "a.txt", b"text", data={"metadata": raw}), 400)
+        assert error["param"] == "metadata" and "surrogate" in error["message"]
+    # A pair is a real character and is kept.
+    paired = upload(client, "c", "p.txt", b"paired", data={"metadata": '{"k":"\\ud83d\\ude00"}'})
+    assert paired.status_code == 202
+    assert client.get(f"/v1/documents/{paired.json()['document_id']}").json()["metadata"] == {"k": "😀"}
+    # A row stored before the check existed: reads of it, and of its whole collection, still answer.
+    poisoned = upload(client, "c", "old.txt", b"old text").json()["document_id"]
+    with services.session_factory() as session:
+        session.get(Document, poisoned).metadata_json = {"k": "\ud800", "\udfff": ["\ud800"]}  # type: ignore[union-attr]
+        session.commit()
+    shown = client.get(f"/v1/documents/{poisoned}")
+    assert shown.status_code == 200 and shown.json()["metadata"] == {"k": "?", "?": ["?"]}
+    assert client.get("/v1/collections/c/documents").status_code == 200
+
+
+def test_blank_questions_and_queries_are_422s_naming_the_field(client: TestClient) -> None:
+    upload(client, "kb", "a.txt", b"some text")
+    for blank in ("   ", "\n\t ", "\u3000"):
+        error = assert_envelope(client.post("/v1/ask", json={"collection": "kb", "question": blank}), 422)
+        assert error["param"] == "question"
+        error = assert_envelope(client.post("/v1/retrieve", json={"collection": "kb", "query": blank}), 422)
+        assert error["param"] == "query"
+    chat = {"model": "m", "collection": "kb", "messages": [{"role": "user", "content": "  "}]}
+    assert client.post("/v1/chat/completions", json=chat).status_code in (400, 422)
+
+
+def test_validation_errors_name_their_field(client: TestClient) -> None:
+    assert (
+        assert_envelope(client.post("/v1/retrieve", json={"collection": "c", "query": ""}), 422)["param"]
+        == "query"
+    )
+    assert (
+        assert_envelope(client.post("/v1/retrieve", json={"collection": "c", "query": "q", "top_k": 0}), 422)[
+            "param"
+        ]
+        == "top_k"
+    )
+    malformed = assert_envelope(
+        client.post("/v1/retrieve", content=b'{"collection": ', headers={"content-type": "application/json"}),
+        422,
+    )
+    assert malformed["param"] is None and "not valid JSON" in malformed["message"]
+    missing = assert_envelope(client.post("/v1/retrieve"), 422)
+    assert "body" in missing["message"]
+    nested = assert_envelope(
+        client.post(
+            "/v1/ask", json={"collection": "c", "question": "q", "history": [{"role": "x", "content": "y"}]}
+        ),
+        422,
+    )
+    assert nested["param"] == "history.0.role"
+
+
+def test_the_templates_listed_are_the_ones_a_request_may_name(client: TestClient) -> None:
+    listed = {t["name"] for t in client.get("/v1/templates").json()["templates"]}
+    upload(client, "kb", "a.txt", b"some text")
+    error = assert_envelope(
+        client.post("/v1/ask", json={"collection": "kb", "question": "q", "template": "nope"}), 404
+    )
+    offered = set(error["message"].split("available: ", 1)[1].split(", "))
+    assert listed == offered and "rewrite" not in listed
+    assert_envelope(
+        client.post("/v1/ask", json={"collection": "kb", "question": "q", "template": "rewrite"}), 404
+    )
