@@ -46,6 +46,8 @@ def upload_document(
         job_id=outcome.job_id,
         status=outcome.status,
         duplicate=outcome.duplicate,
+        filename=outcome.filename,
+        notes=list(outcome.notes),
     )
     return JSONResponse(status_code=200 if outcome.duplicate else 202, content=body.model_dump())
 

@@ -19,6 +19,12 @@ class UploadResponse(BaseModel):
         description="queued for a new document; the existing document's status for a duplicate"
     )
     duplicate: bool = False
+    filename: str = Field(
+        "",
+        description="The name the file is stored under (control characters removed, "
+        "shortened past 255 characters).",
+    )
+    notes: list[str] = Field(default_factory=list, description="What was changed in the upload to store it.")
 
 
 class DocumentPublic(BaseModel):

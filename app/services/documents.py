@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -114,12 +115,38 @@ class UploadOutcome:
     job_id: int | None
     status: str
     duplicate: bool
+    filename: str = ""  # as stored, after normalisation
+    notes: tuple[str, ...] = ()  # what was changed in the upload to store it (the filename, say)
 
 
-def _store_file(upload_dir: Path, content_hash: str, data: bytes) -> None:
+# Longer names are cut (keeping the extension): most file systems stop at 255 bytes, and so do people's eyes.
+MAX_FILENAME_CHARS = 255
+
+
+def normalise_filename(raw: str) -> tuple[str, list[str]]:
+    """The name a file is stored under, the same on every database, and what was changed to get it.
+
+    Only the last path component is kept; control characters (NUL included: PostgreSQL refuses it) and
+    unpaired surrogates (not text) are removed; a name past ``MAX_FILENAME_CHARS`` is shortened in its stem."""
+    name = os.path.basename(raw.replace("\\", "/")).strip()
+    notes = []
+    kept = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cs"))
+    if len(kept) != len(name):
+        notes.append(f"removed {len(name) - len(kept)} control or invalid characters from the filename")
+        name = kept.strip()
+    if len(name) > MAX_FILENAME_CHARS:
+        stem, extension = os.path.splitext(name)
+        extension = extension if len(extension) <= 16 else ""
+        name = stem[: MAX_FILENAME_CHARS - len(extension)].rstrip() + extension
+        notes.append(f"shortened the filename to {MAX_FILENAME_CHARS} characters")
+    return name, notes
+
+
+def _store_file(upload_dir: Path, content_hash: str, data: bytes) -> bool:
+    """Store the upload's bytes under their hash; False when they were already there."""
     target = upload_dir / content_hash
     if target.exists():
-        return
+        return False
     # Written under a temporary name and renamed: a crash never leaves a half file under the real name.
     handle, temporary = tempfile.mkstemp(dir=upload_dir, prefix=".upload-")
     with os.fdopen(handle, "wb") as out:
@@ -127,6 +154,7 @@ def _store_file(upload_dir: Path, content_hash: str, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, target)
+    return True
 
 
 def upload(
@@ -172,7 +200,7 @@ def accept_upload(
 ) -> UploadOutcome:
     """Check, store and queue one uploaded file; the same bytes in the same collection give the old document."""
     check_collection_name(collection_name)
-    filename = os.path.basename(filename.replace("\\", "/")).strip()
+    filename, notes = normalise_filename(filename)
     if not filename:
         raise InvalidInputError("the uploaded file has no filename", param="file")
     file_type = detect_file_type(filename, data)
@@ -190,21 +218,30 @@ def accept_upload(
         session, collection_id=collection.id, content_hash=content_hash
     )
     if existing is None:
-        _store_file(upload_dir, content_hash, data)
-        created = db_documents.create_document_with_job(
-            session,
-            collection=collection,
-            filename=filename,
-            content_hash=content_hash,
-            size_bytes=len(data),
-            mime=file_type.mime,
-            file_type=file_type.value,
-            metadata=metadata,
-        )
-        if created is not None:
-            document, job = created
-            session.commit()
-            return UploadOutcome(document.id, job.id, "queued", duplicate=False)
+        stored = _store_file(upload_dir, content_hash, data)
+        try:
+            created = db_documents.create_document_with_job(
+                session,
+                collection=collection,
+                filename=filename,
+                content_hash=content_hash,
+                size_bytes=len(data),
+                mime=file_type.mime,
+                file_type=file_type.value,
+                metadata=metadata,
+            )
+            if created is not None:
+                document, job = created
+                session.commit()
+                return UploadOutcome(
+                    document.id, job.id, "queued", duplicate=False, filename=filename, notes=tuple(notes)
+                )
+        except Exception:
+            # No row, no file: a file nothing refers to would stay in uploads/ forever.
+            session.rollback()
+            if stored and db_documents.count_documents_with_hash(session, content_hash=content_hash) == 0:
+                (upload_dir / content_hash).unlink(missing_ok=True)
+            raise
         # Lost a race with an identical upload: fall through and report that one.
         existing = db_documents.find_document_by_hash(
             session, collection_id=collection.id, content_hash=content_hash
@@ -213,7 +250,14 @@ def accept_upload(
     db_documents.add_alias(session, document=existing, filename=filename)
     session.commit()
     latest = db_documents.latest_job_for_document(session, document_id=existing.id)
-    return UploadOutcome(existing.id, latest.id if latest else None, existing.status, duplicate=True)
+    return UploadOutcome(
+        existing.id,
+        latest.id if latest else None,
+        existing.status,
+        duplicate=True,
+        filename=filename,
+        notes=tuple(notes),
+    )
 
 
 def delete_document(components: Components, *, tenant_id: int, document_id: int) -> None:

@@ -4,7 +4,9 @@ name their field."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.components import Components
@@ -101,3 +103,54 @@ def test_the_templates_listed_are_the_ones_a_request_may_name(client: TestClient
     assert_envelope(
         client.post("/v1/ask", json={"collection": "kb", "question": "q", "template": "rewrite"}), 404
     )
+
+
+def _raw_upload(client: TestClient, filename: bytes, content: bytes) -> Any:
+    """A multipart upload with the filename's bytes as written (clients percent-encode control characters;
+    curl and hostile clients do not)."""
+    boundary = b"wenda-raw-boundary"
+    body = (
+        b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="file"; filename="'
+        + filename
+        + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + content + b"\r\n--" + boundary + b"--\r\n"
+    )
+    return client.post(
+        "/v1/collections/c/documents",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=" + boundary.decode()},
+    )
+
+
+def test_filenames_are_normalised_alike_on_every_database(client: TestClient) -> None:
+    nul = _raw_upload(client, b"re\x00port\x07.txt", b"first file")
+    assert nul.status_code == 202, nul.text
+    assert nul.json()["filename"] == "report.txt" and "control" in nul.json()["notes"][0]
+    shown = client.get(f"/v1/documents/{nul.json()['document_id']}").json()
+    assert shown["filename"] == "report.txt"
+
+    long = upload(client, "c", "长" * 600 + ".md", b"# second file")
+    assert long.status_code == 202, long.text
+    stored = long.json()["filename"]
+    assert len(stored) == 255 and stored.endswith(".md") and "shortened" in long.json()["notes"][0]
+
+    plain = upload(client, "c", "plain.txt", b"third file").json()
+    assert plain["filename"] == "plain.txt" and plain["notes"] == []
+
+
+def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
+    client: TestClient, services: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import documents as db_documents
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the database refused the row")
+
+    monkeypatch.setattr(db_documents, "create_document_with_job", fail)
+    # The server's own 500, not the test client re-raising the error.
+    answering = TestClient(client.app, raise_server_exceptions=False)
+    response = answering.post("/v1/collections/c/documents", files={"file": ("a.txt", b"never stored")})
+    assert response.status_code == 500 and "refused" not in response.text
+    assert list(services.settings.upload_dir.iterdir()) == []
