@@ -25,12 +25,19 @@ logger = logging.getLogger("wenda")
 SUPPORTED_SUFFIXES = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text"}
 
 
+# Libraries that narrate their own start-up at INFO: faiss lists every CPU build it could not load, alembic
+# every plug-in and its dialect. Their warnings still show; app.db.session says what a migration did.
+_CHATTY_LOGGERS = ("faiss.loader", "alembic")
+
+
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _components(settings: Settings) -> Components:
