@@ -92,19 +92,21 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _expand(paths: Sequence[str]) -> list[Path]:
+def _expand(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """The files to ingest, and the files of directories left out for their type (named files are always
+    tried: the server says why it refuses one)."""
     files: list[Path] = []
+    unsupported: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
-            )
+            for found in sorted(p for p in path.rglob("*") if p.is_file()):
+                (files if found.suffix.lower() in SUPPORTED_SUFFIXES else unsupported).append(found)
         elif path.is_file():
             files.append(path)
         else:
             raise SystemExit(f"wenda ingest: {raw}: no such file or directory")
-    return files
+    return files, unsupported
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,7 +116,9 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from app.rag.errors import WendaError
     from app.services import documents
 
-    files = _expand(args.paths)
+    files, unsupported = _expand(args.paths)
+    for path in unsupported:
+        print(f"skipped {path}: not a supported type ({', '.join(sorted(SUPPORTED_SUFFIXES))})", file=sys.stderr)
     components = _components(settings)
     tenant_id = components.default_tenant_id
     job_ids: list[int] = []
@@ -161,6 +165,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
                 "queued": len(job_ids),
                 "failed": len(failed),
                 "rejected": rejected,
+                "unsupported": len(unsupported),
             }
         )
     )
@@ -330,11 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.rag.errors import WendaError
+
     args = build_parser().parse_args(argv)
     settings = Settings()
     _configure_logging(settings)
     handler = args.handler
-    return int(handler(args, settings))
+    try:
+        return int(handler(args, settings))
+    except WendaError as error:
+        # What the user can act on, in one line (an unknown collection, a bad query file): no traceback.
+        print(f"wenda {args.command}: {error.message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

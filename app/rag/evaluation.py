@@ -6,6 +6,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from app.rag.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -15,14 +18,35 @@ class EvalQuery:
     gold_sources: frozenset[str]
 
 
+class EvalFileError(InvalidInputError):
+    """A query or question file that cannot be read: the message names the file and line."""
+
+
+def _items(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file with a ``question`` on every line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise EvalFileError(f"{path}: {error.strerror or error}") from error
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EvalFileError(f"{path}:{number}: not a JSON object ({error.msg})") from error
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+            raise EvalFileError(f'{path}:{number}: each line needs a "question" string')
+        items.append((number, item))
+    return items
+
+
 def load_queries(path: Path) -> tuple[list[EvalQuery], int]:
     """Queries with gold sources, and how many lines had none (unanswerable QA items: nothing to find)."""
     queries: list[EvalQuery] = []
     skipped = 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
+    for number, item in _items(path):
         gold = frozenset(Path(source).name for source in item.get("gold_sources") or ())
         if not gold:
             skipped += 1
@@ -70,10 +94,7 @@ class AnswerQuestion:
 
 def load_answer_questions(path: Path) -> list[AnswerQuestion]:
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
+    for number, item in _items(path):
         questions.append(
             AnswerQuestion(
                 id=str(item.get("id", number)),
