@@ -751,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_comparison(wenda, langchain, ratios)
         print(
             "  note: wenda also runs a parsing child process (ingest.parse_limits) per file, writes chunk rows (text, offsets, "
-            "jieba terms, vectors) to SQL and rewrites the collection's FAISS file atomically per document; "
+            "jieba terms, vectors) to SQL and appends each document's vectors to the collection's vector log; "
             "LangChain keeps everything in memory."
         )
 
