@@ -27,6 +27,8 @@ from app.rag.errors import (
 
 logger = logging.getLogger(__name__)
 
+_INTERNAL = "internal server error; see the server log"
+
 STATUS_OF: dict[type[WendaError], int] = {
     UpstreamBadResponseError: 502,
     UpstreamUnavailableError: 503,
@@ -69,6 +71,14 @@ def error_body(error: WendaError) -> tuple[int, dict[str, object]]:
     }
 
 
+def stream_error_body(error: Exception) -> dict[str, object]:
+    """The envelope for an error met after a stream's first byte, sent as the stream's last event; like every
+    5xx body it never carries the exception's text."""
+    if isinstance(error, WendaError):
+        return error_body(error)[1]
+    return {"error": {"message": _INTERNAL, "type": "server_error", "param": None, "code": "internal_error"}}
+
+
 async def _wenda_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, WendaError)
     status, body = error_body(error)
@@ -108,7 +118,7 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
 async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     # Never echo exception text: it can carry paths, SQL or document content.
     logger.exception("unhandled error", exc_info=error)
-    return envelope(500, "internal server error; see the server log", "server_error", code="internal_error")
+    return envelope(500, _INTERNAL, "server_error", code="internal_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

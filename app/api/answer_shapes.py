@@ -57,20 +57,3 @@ def answer_response(answer: Answer, query_id: str, *, debug: bool) -> AskRespons
         passages_dropped=answer.passages_dropped,
         debug=debug_payload(answer) if debug else None,
     )
-
-
-def error_event(error: Exception) -> dict[str, object]:
-    """The envelope for an error met after a stream's first byte, sent as the stream's last event."""
-    from app.errors import error_body
-    from app.rag.errors import WendaError
-
-    if isinstance(error, WendaError):
-        return error_body(error)[1]
-    return {
-        "error": {
-            "message": "internal server error; see the server log",
-            "type": "server_error",
-            "param": None,
-            "code": "internal_error",
-        }
-    }

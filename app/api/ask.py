@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from app.api.answer_shapes import answer_response, error_event
+from app.api.answer_shapes import answer_response
 from app.deps import ComponentsDep, TenantDep
+from app.errors import stream_error_body
 from app.rag.answering import Answer
 from app.rag.types import ChatMessage
 from app.schemas.ask import AskRequest, AskResponse, TemplateList, TemplatePublic
@@ -66,7 +67,7 @@ async def ask(
                     yield _event("delta", {"text": item})
         except Exception as error:
             logger.exception("streaming answer %s failed", started.query_id)
-            yield _event("error", error_event(error))
+            yield _event("error", stream_error_body(error))
 
     return EventSourceResponse(
         events(),

@@ -12,9 +12,10 @@ from fastapi import APIRouter
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from app.api.answer_shapes import answer_response, error_event
+from app.api.answer_shapes import answer_response
 from app.api.ask import ask_input
 from app.deps import ComponentsDep, TenantDep
+from app.errors import stream_error_body
 from app.rag.answering import Answer
 from app.rag.errors import InvalidInputError
 from app.schemas.ask import AskRequest, Turn
@@ -30,6 +31,7 @@ from app.services import asking
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["openai-compatible"])
+
 
 def _as_ask_request(body: ChatCompletionRequest) -> AskRequest:
     """The last user message is the question; earlier user/assistant turns are its history. System messages
@@ -91,7 +93,9 @@ async def chat_completions(
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
     def chunk(model: str, delta: dict[str, Any], **extra: Any) -> dict[str, str]:
-        return data(chunk_payload(completion_id=completion_id, created=created, model=model, delta=delta, **extra))
+        return data(
+            chunk_payload(completion_id=completion_id, created=created, model=model, delta=delta, **extra)
+        )
 
     async def chunks() -> AsyncIterator[dict[str, str]]:
         yield chunk(started.prepared.request.model, {"role": "assistant", "content": ""})
@@ -114,7 +118,7 @@ async def chat_completions(
                     yield chunk(started.prepared.request.model, {"content": item})
         except Exception as error:
             logger.exception("streaming chat completion %s failed", query_id)
-            yield data(error_event(error))
+            yield data(stream_error_body(error))
         yield {"data": "[DONE]"}
 
     return EventSourceResponse(
