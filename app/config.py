@@ -30,6 +30,14 @@ class EmbeddingSettings(BaseModel):
 class ChunkingSettings(BaseModel):
     chunk_tokens: int = Field(256, ge=32, le=500, description="Target chunk size in embedding-model tokens.")
     overlap_tokens: int = Field(32, ge=0, description="Tokens shared by neighbouring chunks.")
+    max_document_characters: int = Field(
+        10_000_000,
+        ge=1,
+        description="A document whose text is longer fails its job with a reason instead of being chunked.",
+    )
+    max_document_chunks: int = Field(
+        50_000, ge=1, description="A document cut into more chunks fails its job with a reason before embedding."
+    )
 
     @model_validator(mode="after")
     def _overlap_smaller_than_chunk(self) -> ChunkingSettings:
@@ -69,7 +77,18 @@ class WorkerSettings(BaseModel):
     in_process: bool = Field(
         True, description="Run ingestion inside `wenda serve` (else run `wenda worker`)."
     )
-    threads: int = Field(1, ge=1, description="In-process worker threads.")
+    threads: int = Field(
+        1, ge=1, description="Worker threads that take any job, oldest first (in `wenda serve` or `wenda worker`)."
+    )
+    small_job_threads: int = Field(
+        1,
+        ge=0,
+        description="Further worker threads that take only jobs for documents of at most `small_job_bytes` "
+        "(and jobs with no document), so a small upload is not queued behind a large one.",
+    )
+    small_job_bytes: int = Field(
+        1_048_576, ge=1, description="Largest upload, in bytes, the small-job threads take."
+    )
     poll_seconds: float = Field(0.5, gt=0, description="How often an idle worker looks for queued jobs.")
     lease_seconds: float = Field(
         30.0, gt=0, description="A running job whose worker has not reported for this long is taken over."
@@ -171,6 +190,37 @@ class AnswerRecordSettings(BaseModel):
     )
 
 
+class DatabaseSettings(BaseModel):
+    """PostgreSQL only: how long to wait for the server, and what to tell clients when it does not answer."""
+
+    connect_timeout_seconds: int = Field(
+        2, ge=2, description="Longest wait to open a connection (libpq counts whole seconds, at least 2)."
+    )
+    request_timeout_seconds: float = Field(
+        1.5,
+        gt=0,
+        description="Longest wait for any one answer from the database while serving an HTTP request; past "
+        "it the request gets 503 with Retry-After instead of hanging.",
+    )
+    statement_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Server-side statement timeout; off the request path (the worker, the CLI) the client "
+        "waits this plus 5 s for an answer.",
+    )
+    pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    pool_max_overflow: int = Field(10, ge=0, description="Further connections opened under load.")
+    pool_timeout_seconds: float = Field(
+        1.0, gt=0, description="Longest wait for a free pooled connection before the request gets 503."
+    )
+    retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After sent with a 503 while the database is unavailable."
+    )
+    probe_interval_seconds: float = Field(
+        1.0, gt=0, description="While the database is down, how often to check whether it answers again."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WENDA_", env_nested_delimiter="__", extra="ignore")
 
@@ -179,6 +229,7 @@ class Settings(BaseSettings):
         "",
         description="SQLAlchemy URL; empty means SQLite at DATA_DIR/wenda.db. postgresql+psycopg://... works.",
     )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger uploads are answered with 413.")
     default_tenant: str = Field("default", description="Tenant used until API keys arrive.")
     log_level: str = Field("INFO", description="Python logging level.")

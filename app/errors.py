@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.db.health import DatabaseUnavailableError
 from app.rag.errors import (
     DocumentParseError,
     InvalidInputError,
@@ -115,6 +117,35 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     return envelope(error.status_code, str(error.detail), "invalid_request_error", code=code)
 
 
+# What SQLAlchemy raises when the database cannot be reached or does not answer in time (refused, reset,
+# our wait deadline, the pool's checkout timeout) and SQLite's "database is locked" past its busy timeout.
+_DATABASE_FAULTS = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)
+
+
+def database_unavailable(retry_after: int) -> JSONResponse:
+    response = envelope(
+        503,
+        "the database is unavailable or did not answer in time; retry later",
+        "service_unavailable",
+        code="database_unavailable",
+    )
+    response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _retry_after(request: Request) -> int:
+    components = getattr(request.app.state, "components", None)
+    return components.settings.database.retry_after_seconds if components is not None else 5
+
+
+async def _database_fault(request: Request, error: Exception) -> JSONResponse:
+    if isinstance(error, DatabaseUnavailableError):
+        return database_unavailable(max(1, round(error.retry_after)))
+    # The first line only: the rest of a driver's message can carry SQL and parameters.
+    logger.warning("database fault: %s", str(error).strip().splitlines()[0] if str(error).strip() else error)
+    return database_unavailable(_retry_after(request))
+
+
 async def _unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     # Never echo exception text: it can carry paths, SQL or document content.
     logger.exception("unhandled error", exc_info=error)
@@ -125,4 +156,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WendaError, _wenda_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DatabaseUnavailableError, _database_fault)
+    for fault in _DATABASE_FAULTS:
+        app.add_exception_handler(fault, _database_fault)
     app.add_exception_handler(Exception, _unexpected_error)

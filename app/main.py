@@ -15,6 +15,7 @@ from app.body_limit import MULTIPART_OVERHEAD, BodySizeLimit
 from app.components import Components, build_components
 from app.config import Settings
 from app.errors import install_error_handlers
+from app.request_budget import DatabaseWaitBudget
 from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         app.state.components = built
         built.answer_log.start()
         if settings.worker.in_process:
-            built.worker.start(settings.worker.threads)
+            built.worker.start()
         app.state.ready = True
         try:
             yield
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             # Answers still queued are written before the engine goes: none is lost on a normal shutdown.
             await run_in_threadpool(built.answer_log.close)
             await run_in_threadpool(built.store.close)
-            built.engine.dispose()
+            built.close_database()
 
     app = FastAPI(
         title="wenda",
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(DatabaseWaitBudget, seconds=lambda: settings.database.request_timeout_seconds)
     for router in (
         health.router,
         collections.router,

@@ -4,6 +4,11 @@ A document is first cut into sections at its headings, so a chunk never straddle
 knows its heading path. Each section is then split on paragraph, line and sentence ends — Chinese
 ``。！？；`` as well as English punctuation — into pieces measured in the embedding model's own tokens, with
 overlap. Every chunk's text is exactly ``document.text[start:end]``, which is what later citations quote.
+
+Text with nowhere to split (a long run without whitespace or punctuation: unpunctuated Chinese, a base64
+blob) is cut into fixed token windows instead. The recursive splitter would split such a run into single
+characters, measure each one and merge them back into chunks far below the target; here each window is
+measured once or twice, so the cost stays linear in the text and every window reaches the target size.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ SEPARATORS = [
 ]
 
 _WHITESPACE = re.compile(r"\s+")
+
+# Every separator above but "", as one character class: a run of this many characters or more with none of
+# them has no place the splitter could cut, so it goes to fixed token windows. Ordinary prose (Chinese has a
+# comma every few dozen characters) never comes close.
+_UNBROKEN_RUN_CHARS = 128
+_UNBROKEN_RUN = re.compile(
+    "[^" + re.escape("".join(sorted({c for sep in SEPARATORS for c in sep if not c.isspace()}))) + r"\s]"
+    + f"{{{_UNBROKEN_RUN_CHARS},}}"
+)
 
 
 @dataclass(frozen=True)
@@ -98,28 +112,104 @@ def split_document(
     )
     text = document.text
     drafts: list[ChunkDraft] = []
-    for section in _sections(document):
-        section_text = text[section.start : section.end]
-        for piece in splitter.create_documents([section_text]):
-            start = section.start + int(piece.metadata["start_index"])
-            if start < section.start or text[start : start + len(piece.page_content)] != piece.page_content:
-                # The splitter's offset search can miss when a piece repeats; find it again ourselves.
-                found = text.find(piece.page_content, drafts[-1].start + 1 if drafts else section.start)
-                if found < 0:
-                    raise AssertionError("chunk text not found in its document")
-                start = found
-            end = start + len(piece.page_content)
-            drafts.append(
-                ChunkDraft(
-                    ordinal=len(drafts),
-                    text=piece.page_content,
-                    start=start,
-                    end=end,
-                    section=section.path,
-                    token_count=count_tokens(piece.page_content),
-                )
+
+    def add(start: int, piece: str, section: _Section) -> None:
+        drafts.append(
+            ChunkDraft(
+                ordinal=len(drafts),
+                text=piece,
+                start=start,
+                end=start + len(piece),
+                section=section.path,
+                token_count=count_tokens(piece),
             )
+        )
+
+    for section in _sections(document):
+        for segment_start, segment_end, unbroken in _segments(text, section.start, section.end):
+            if unbroken:
+                for start, end in _token_windows(
+                    text,
+                    segment_start,
+                    segment_end,
+                    count_tokens=count_tokens,
+                    chunk_tokens=chunk_tokens,
+                    overlap_tokens=overlap_tokens,
+                ):
+                    add(start, text[start:end], section)
+                continue
+            segment_text = text[segment_start:segment_end]
+            if not segment_text.strip():
+                continue
+            previous: tuple[int, int] | None = None  # (start, end) of the segment's previous piece
+            for piece in splitter.create_documents([segment_text]):
+                content = piece.page_content
+                start = segment_start + int(piece.metadata["start_index"])
+                if not _follows(text, start, content, previous, segment_start):
+                    # The splitter's offset search can jump to a later copy of repeated text. A piece starts
+                    # after the previous one's start (its overlap is a proper suffix of it), so the leftmost
+                    # copy from there is never past its true place and is always found.
+                    start = text.find(content, previous[0] + 1 if previous else segment_start, segment_end)
+                    if start < 0:
+                        raise AssertionError("chunk text not found in its document")
+                add(start, content, section)
+                previous = (start, start + len(content))
     return drafts
+
+
+def _follows(text: str, start: int, content: str, previous: tuple[int, int] | None, segment_start: int) -> bool:
+    """Whether the splitter's offset for a piece is plausible: the text is there, and it starts after the
+    previous piece's start and no later than its end plus whitespace."""
+    if text[start : start + len(content)] != content:
+        return False
+    if previous is None:
+        return not text[segment_start:start].strip()
+    previous_start, previous_end = previous
+    return previous_start < start and not text[previous_end:start].strip()
+
+
+def _segments(text: str, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """``text[start:end]`` as consecutive (start, end, unbroken) pieces: the long runs with nowhere to split,
+    and the text between them."""
+    segments: list[tuple[int, int, bool]] = []
+    position = start
+    for run in _UNBROKEN_RUN.finditer(text, start, end):
+        if run.start() > position:
+            segments.append((position, run.start(), False))
+        segments.append((run.start(), run.end(), True))
+        position = run.end()
+    if position < end:
+        segments.append((position, end, False))
+    return segments
+
+
+def _token_windows(
+    text: str,
+    start: int,
+    end: int,
+    *,
+    count_tokens: Callable[[str], int],
+    chunk_tokens: int,
+    overlap_tokens: int,
+) -> list[tuple[int, int]]:
+    """Fixed windows of at most ``chunk_tokens`` over ``text[start:end]``, overlapping by about
+    ``overlap_tokens``: sized in characters from the run's own characters-per-token, then shrunk in
+    proportion until the tokenizer agrees, so each window is measured a bounded number of times."""
+    sample = text[start : min(end, start + 8 * chunk_tokens)]
+    chars_per_token = len(sample) / max(count_tokens(sample), 1)
+    window = max(1, int(chunk_tokens * chars_per_token))
+    overlap = int(overlap_tokens * chars_per_token)
+    windows: list[tuple[int, int]] = []
+    position = start
+    while position < end:
+        size = min(window, end - position)
+        while size > 1 and (tokens := count_tokens(text[position : position + size])) > chunk_tokens:
+            size = max(1, min(size - 1, int(size * chunk_tokens / tokens)))
+        windows.append((position, position + size))
+        if position + size >= end:
+            break
+        position += max(1, size - overlap)
+    return windows
 
 
 def passage_text(*, title: str, section: str, text: str) -> str:

@@ -20,6 +20,7 @@ from app.db import documents as db_documents
 from app.db.documents import ChunkRow
 from app.db.models import Document
 from app.rag.embedding import Embedder
+from app.rag.errors import DocumentTooLargeError
 from app.rag.lexical import tokenize
 from app.rag.types import FileType
 from app.rag.vector_store import IndexCorruptError, VectorStore
@@ -82,6 +83,13 @@ class IngestPipeline:
         )
         timings["parse"] = time.perf_counter() - began
 
+        limits = self._chunking
+        if len(parsed.text) > limits.max_document_characters:
+            raise DocumentTooLargeError(
+                f"the document's text has {len(parsed.text):,} characters, over the limit of "
+                f"{limits.max_document_characters:,} (setting chunking.max_document_characters); "
+                "split it into smaller files"
+            )
         progress("chunk", STAGE_START["chunk"])
         began = time.perf_counter()
         drafts = split_document(
@@ -90,6 +98,12 @@ class IngestPipeline:
             chunk_tokens=min(self._chunking.chunk_tokens, self._embedder.max_tokens - 64),
             overlap_tokens=self._chunking.overlap_tokens,
         )
+        if len(drafts) > limits.max_document_chunks:
+            raise DocumentTooLargeError(
+                f"the document would be cut into {len(drafts):,} chunks, over the limit of "
+                f"{limits.max_document_chunks:,} (setting chunking.max_document_chunks); split it into "
+                "smaller files"
+            )
         passages = [passage_text(title=parsed.title, section=d.section, text=d.text) for d in drafts]
         terms = [" ".join(tokenize(p)) for p in passages]
         timings["chunk"] = time.perf_counter() - began

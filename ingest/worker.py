@@ -24,7 +24,7 @@ from app.config import WorkerSettings
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
 from app.db.statuses import DocumentStatus, JobKind
-from app.rag.errors import DocumentParseError
+from app.rag.errors import DocumentParseError, DocumentTooLargeError
 from ingest.pipeline import DocumentGoneError, IngestPipeline, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def ingest_handler(pipeline: IngestPipeline) -> JobHandler:
             raise JobFailedError("this ingest job's payload names no document_id")
         try:
             ingested = pipeline.run(document_id, progress)
-        except DocumentParseError as error:
+        except (DocumentParseError, DocumentTooLargeError) as error:
             raise JobFailedError(error.message) from error
         except DocumentGoneError as error:
             raise JobSubjectGoneError(str(error)) from error
@@ -125,11 +125,15 @@ class Worker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def run_once(self) -> bool:
-        """Claim and run one job; False when the queue had nothing to claim."""
+    def run_once(self, *, max_document_bytes: int | None = None) -> bool:
+        """Claim and run one job (with ``max_document_bytes``, only one for a document at most that large,
+        or for none); False when the queue had nothing to claim."""
         with self._session_factory() as session:
             claimed = db_jobs.claim_next_job(
-                session, worker_id=self.worker_id, lease_seconds=self._settings.lease_seconds
+                session,
+                worker_id=self.worker_id,
+                lease_seconds=self._settings.lease_seconds,
+                max_document_bytes=max_document_bytes,
             )
             if claimed is None:
                 return False
@@ -285,10 +289,10 @@ class Worker:
                 "job %s: attempt %d failed; next one in %.1f s", job.id, job.attempts, retry_delay_seconds
             )
 
-    def run_forever(self) -> None:
+    def run_forever(self, *, max_document_bytes: int | None = None) -> None:
         while not self._stop.is_set():
             try:
-                worked = self.run_once()
+                worked = self.run_once(max_document_bytes=max_document_bytes)
             except Exception:
                 # A database hiccup must not end the worker; wait and look again.
                 logger.exception("worker %s: error while claiming a job", self.worker_id)
@@ -296,12 +300,32 @@ class Worker:
             if not worked:
                 self._stop.wait(self._settings.poll_seconds)
 
-    def start(self, threads: int = 1) -> None:
+    def start(self) -> None:
+        """Start ``threads`` threads that take any job and ``small_job_threads`` that take only small ones: a
+        large document then never holds up a small upload, however many large ones are queued."""
         self._stop.clear()
-        for n in range(threads):
-            thread = threading.Thread(target=self.run_forever, name=f"wenda-worker-{n}", daemon=True)
+        lanes: list[tuple[str, int | None]] = [("wenda-worker", None)] * self._settings.threads
+        lanes += [("wenda-worker-small", self._settings.small_job_bytes)] * self._settings.small_job_threads
+        for n, (name, max_document_bytes) in enumerate(lanes):
+            thread = threading.Thread(
+                target=self.run_forever,
+                kwargs={"max_document_bytes": max_document_bytes},
+                name=f"{name}-{n}",
+                daemon=True,
+            )
             thread.start()
             self._threads.append(thread)
+
+    def wait(self) -> None:
+        """Block until every thread has ended after ``request_stop``, in short joins so that the main thread
+        still takes signals."""
+        while any(thread.is_alive() for thread in self._threads):
+            for thread in self._threads:
+                thread.join(0.5)
+
+    def request_stop(self) -> None:
+        """Take no further jobs; the ones running finish (``wait`` returns when they have)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()

@@ -90,7 +90,7 @@ def services(settings: Settings) -> Iterator[Components]:
     built = build_components(settings, embedder=FakeEmbedder(), llm=FakeChatModel())
     yield built
     built.worker.stop()
-    built.engine.dispose()
+    built.close_database()
 
 
 @pytest.fixture

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.services import health as health_service
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
-    """The process is up."""
+    """The process is up. Touches nothing else, the database included: a database outage is not a reason to
+    restart the process."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(request: Request) -> JSONResponse:
-    """Indexes are reconciled with SQL and requests can be served."""
-    if getattr(request.app.state, "ready", False):
-        return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "starting"}, status_code=503)
+async def readyz(request: Request) -> JSONResponse:
+    """Requests can be served: start-up finished (indexes reconciled, the chat model prepared) and the
+    database answers. 503 names the parts that are not ready."""
+    if not getattr(request.app.state, "ready", False):
+        return JSONResponse({"status": "starting", "checks": {"startup": "in progress"}}, status_code=503)
+    report = await run_in_threadpool(health_service.readiness, request.app.state.components)
+    body = {"status": "ready" if report.ready else "not_ready", "checks": report.checks}
+    headers = {} if report.ready else {"Retry-After": str(report.retry_after)}
+    return JSONResponse(body, status_code=200 if report.ready else 503, headers=headers)

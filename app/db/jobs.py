@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import Job, utcnow
+from app.db.models import Document, Job, utcnow
 from app.db.statuses import JobKind, JobStatus
 
 # Doubling past this many failures would only be cut back to the cap (and 2.0**1100 overflows a float).
@@ -78,11 +78,17 @@ def _claimable(*, now: datetime, stale_before: datetime) -> ColumnElement[bool]:
     )
 
 
-def claim_next_job(session: Session, *, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the oldest claimable job for ``worker_id`` and commit the claim; None when there is none."""
+def claim_next_job(
+    session: Session, *, worker_id: str, lease_seconds: float, max_document_bytes: int | None = None
+) -> Job | None:
+    """Take the oldest claimable job for ``worker_id`` and commit the claim; None when there is none. With
+    ``max_document_bytes``, only a job with no document or with a document at most that large."""
     for _ in range(5):
         now = utcnow()
         claimable = _claimable(now=now, stale_before=now - timedelta(seconds=lease_seconds))
+        if max_document_bytes is not None:
+            small = select(Document.id).where(Document.size_bytes <= max_document_bytes)
+            claimable = and_(claimable, or_(Job.document_id.is_(None), Job.document_id.in_(small)))
         query = select(Job.id).where(claimable).order_by(Job.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

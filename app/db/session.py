@@ -11,8 +11,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import DatabaseSettings
+from app.db.health import DatabaseHealth, connect_within, connection_class, current_budget
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +33,51 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
+def create_db_engine(url: str, settings: DatabaseSettings | None = None) -> tuple[Engine, DatabaseHealth | None]:
+    """The engine, and for PostgreSQL the health monitor that bounds its waits (see ``app.db.health``)."""
     if url.startswith("sqlite"):
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return engine, None
+    settings = settings or DatabaseSettings()
+    # Options given in the URL (a search_path, say) are kept: connect_args would replace them.
+    given = make_url(url).query.get("options", "")
+    url_options = given if isinstance(given, str) else " ".join(given)
+    timeout_option = f"-c statement_timeout={int(settings.statement_timeout_seconds * 1000)}"
+    connect_args: dict[str, Any] = {
+        "connect_timeout": settings.connect_timeout_seconds,
+        "options": f"{url_options} {timeout_option}".strip(),
+    }
+    engine = create_engine(
+        url,
+        connect_args=connect_args,
+        pool_pre_ping=True,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        pool_timeout=settings.pool_timeout_seconds,
+    )
+    bounded = connection_class(settings.statement_timeout_seconds + 5)
+    health = DatabaseHealth(
+        url=url,
+        connect_args=connect_args,
+        connection=bounded,
+        probe_interval_seconds=settings.probe_interval_seconds,
+        probe_timeout_seconds=settings.request_timeout_seconds,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
+    health.attach(engine)  # first: while the database is down, connecting fails before it is tried
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        budget = current_budget()
+        if budget is None or budget >= settings.connect_timeout_seconds:
+            return bounded.connect(*cargs, **cparams)
+        return connect_within(budget, lambda: bounded.connect(*cargs, **cparams))
+
+    return engine, health
 
 
 def create_session_factory(engine: Engine) -> sessionmaker[Session]:

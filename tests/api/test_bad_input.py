@@ -4,14 +4,19 @@ name their field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.components import Components
+from app.components import Components, build_components
 from app.db.models import Document
-from tests.api.test_documents_api import assert_envelope, upload
+from app.main import create_app
+from tests.api.test_documents_api import assert_envelope, upload, wait_for_job
+from tests.conftest import make_settings
+from tests.fakes import FakeChatModel, FakeEmbedder
 
 
 def test_deeply_nested_metadata_is_a_400_naming_it(client: TestClient) -> None:
@@ -154,3 +159,48 @@ def test_an_upload_whose_row_cannot_be_written_leaves_no_file(
     response = answering.post("/v1/collections/c/documents", files={"file": ("a.txt", b"never stored")})
     assert response.status_code == 500 and "refused" not in response.text
     assert list(services.settings.upload_dir.iterdir()) == []
+
+
+# Item 5: unpunctuated Chinese, per-document limits.
+
+
+@pytest.fixture
+def limited_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    settings = make_settings(
+        tmp_path / "data",
+        database_url,
+        worker={"poll_seconds": 0.05, "lease_seconds": 5},
+        chunking={"max_document_characters": 30_000, "max_document_chunks": 40},
+    )
+    built = build_components(settings, embedder=FakeEmbedder(), llm=FakeChatModel())
+    try:
+        with TestClient(create_app(components=built)) as test_client:
+            yield test_client
+    finally:
+        built.worker.stop()
+        built.close_database()
+
+
+def test_unpunctuated_chinese_becomes_full_size_chunks(client: TestClient, services: Components) -> None:
+    # The probe's 5 MB of one character became 87,382 chunks of 23 characters; at this size, 1,000 of them.
+    text = "啊" * 20_000
+    created = upload(client, "c", "flat.txt", text.encode()).json()
+    assert wait_for_job(client, created["job_id"])["status"] == "done"
+    document = client.get(f"/v1/documents/{created['document_id']}").json()
+    target = services.settings.chunking.chunk_tokens
+    # FakeEmbedder counts a Chinese character as one token: ~256-token windows overlapping by ~32.
+    assert document["chunk_count"] <= len(text) // (target - 40) + 1
+
+
+def test_documents_past_the_per_document_limits_fail_with_the_reason(limited_client: TestClient) -> None:
+    too_long = upload(limited_client, "c", "long.txt", ("很长的文本。" * 6_000).encode()).json()
+    job = wait_for_job(limited_client, too_long["job_id"])
+    assert job["status"] == "failed"
+    assert "36,000 characters" in job["error"] and "chunking.max_document_characters" in job["error"]
+    too_many = upload(limited_client, "c", "many.txt", ("第一句话。\n\n" * 4_000).encode()).json()
+    job = wait_for_job(limited_client, too_many["job_id"])
+    assert job["status"] == "failed" and "chunking.max_document_chunks" in job["error"]
+    assert limited_client.get(f"/v1/documents/{too_many['document_id']}").json()["status"] == "failed"
+    # Within the limits, the same service ingests as usual.
+    fine = upload(limited_client, "c", "fine.txt", "短文本。".encode()).json()
+    assert wait_for_job(limited_client, fine["job_id"])["status"] == "done"

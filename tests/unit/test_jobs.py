@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
@@ -27,7 +28,7 @@ BASE_SECONDS = 0.5
 
 @pytest.fixture
 def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(database_url)
+    engine, _ = create_db_engine(database_url)
     migrate(engine)
     yield create_session_factory(engine)
     engine.dispose()
@@ -52,16 +53,18 @@ def _tenant(session: Session) -> int:
     return tenant_id
 
 
-def _document_with_job(session: Session, tenant_id: int) -> tuple[int, int]:
+def _document_with_job(
+    session: Session, tenant_id: int, *, size_bytes: int = 1, content_hash: str = "a" * 64
+) -> tuple[int, int]:
     collection = db_documents.get_or_create_collection(
         session, tenant_id=tenant_id, name="c", embedding_model="m"
     )
     created = db_documents.create_document_with_job(
         session,
         collection=collection,
-        filename="a.txt",
-        content_hash="a" * 64,
-        size_bytes=1,
+        filename=f"{content_hash[:8]}.txt",
+        content_hash=content_hash,
+        size_bytes=size_bytes,
         mime="text/plain",
         file_type="text",
         metadata={},
@@ -345,7 +348,7 @@ def test_the_migration_backfills_existing_jobs_and_keeps_their_ids_retired(datab
 
     from app.db.session import migration_connection
 
-    engine = create_db_engine(database_url)
+    engine, _ = create_db_engine(database_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with migration_connection(engine) as connection:
@@ -388,3 +391,60 @@ def test_the_migration_backfills_existing_jobs_and_keeps_their_ids_retired(datab
         session.commit()
         assert session.scalars(sa.select(Job.id)).all() == [new.id]
     engine.dispose()
+
+
+def test_a_small_upload_is_not_queued_behind_large_ones(factory: sessionmaker[Session]) -> None:
+    # Two large documents queued first hold the one general thread (and would hold any number of them); the
+    # small-job thread takes the small upload at once.
+    release_large = threading.Event()
+    finished: list[int] = []
+
+    def ingest(payload: Mapping[str, Any], progress: ProgressCallback) -> JobOutcome:
+        document_id = payload["document_id"]
+        if document_id in large:
+            assert release_large.wait(30)
+        finished.append(document_id)
+        return JobOutcome()
+
+    settings = _settings(threads=1, small_job_threads=1, small_job_bytes=1_000_000)
+    worker = Worker(session_factory=factory, settings=settings, handlers={JobKind.INGEST: ingest})
+    with factory() as session:
+        tenant_id = _tenant(session)
+        large = [
+            _document_with_job(session, tenant_id, size_bytes=5_000_000, content_hash=c * 64)[0] for c in "bc"
+        ]
+        small, _ = _document_with_job(session, tenant_id, size_bytes=2_000, content_hash="d" * 64)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20
+        while small not in finished and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert finished == [small]
+        # The small-job thread never takes a large document, even with nothing else to do.
+        assert _document_status(factory, large[1]) == DocumentStatus.QUEUED
+        release_large.set()
+        while len(finished) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(finished) == sorted([small, *large])
+    finally:
+        release_large.set()
+        worker.stop()
+    thread_names = {t.name for t in threading.enumerate()}
+    assert not any(name.startswith("wenda-worker") for name in thread_names)
+
+
+def test_claiming_with_a_size_bound_takes_documentless_jobs_and_small_documents_only(
+    factory: sessionmaker[Session],
+) -> None:
+    with factory() as session:
+        tenant_id = _tenant(session)
+        _, large_job = _document_with_job(session, tenant_id, size_bytes=10, content_hash="e" * 64)
+        train = db_jobs.enqueue_job(session, tenant_id=tenant_id, kind=JobKind.TRAIN, payload={}).id
+        _, small_job = _document_with_job(session, tenant_id, size_bytes=9, content_hash="f" * 64)
+        session.commit()
+        claimed = [db_jobs.claim_next_job(session, worker_id="w", lease_seconds=5, max_document_bytes=9)]
+        claimed.append(db_jobs.claim_next_job(session, worker_id="w", lease_seconds=5, max_document_bytes=9))
+        assert [job.id for job in claimed if job] == [train, small_job]
+        assert db_jobs.claim_next_job(session, worker_id="w", lease_seconds=5, max_document_bytes=9) is None
+        unbounded = db_jobs.claim_next_job(session, worker_id="w", lease_seconds=5)
+        assert unbounded is not None and unbounded.id == large_job

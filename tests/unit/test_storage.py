@@ -27,7 +27,7 @@ from ingest.reconcile import reconcile_collection
 
 
 def _factory(database_url: str) -> sessionmaker[Session]:
-    engine = create_db_engine(database_url)
+    engine, _ = create_db_engine(database_url)
     migrate(engine)
     migrate(engine)  # idempotent
     return create_session_factory(engine)
@@ -238,7 +238,7 @@ def test_upgrading_a_populated_database_keeps_every_row(database_url: str) -> No
     from app.db.models import Chunk, Job
     from app.db.session import MIGRATIONS_DIR
 
-    engine = create_db_engine(database_url)
+    engine, _ = create_db_engine(database_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
