@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -19,6 +21,19 @@ from app.request_budget import DatabaseWaitBudget
 from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
+
+
+def _warm_up(app: FastAPI, built: Components) -> None:
+    began = time.monotonic()
+    try:
+        built.llm.warm_up()
+    except Exception as error:
+        logger.exception("the chat model could not be prepared; /readyz stays not ready")
+        app.state.startup_checks = {"chat_model": f"failed: {type(error).__name__}; see the server log"}
+        return
+    logger.info("chat model %s ready in %.1f s", built.llm.default_model, time.monotonic() - began)
+    app.state.startup_checks = {}
+    app.state.ready = True
 
 
 def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
@@ -39,7 +54,10 @@ def create_app(settings: Settings | None = None, components: Components | None =
         built.answer_log.start()
         if settings.worker.in_process:
             built.worker.start()
-        app.state.ready = True
+        # Requests are served from here on; /readyz turns green once the chat model is ready too, so that the
+        # first question does not pay for preparing it (minutes on a first start).
+        app.state.startup_checks = {"chat_model": "preparing (first start: about 2 minutes and 1.2 GB)"}
+        threading.Thread(target=_warm_up, args=(app, built), name="wenda-warm-up", daemon=True).start()
         try:
             yield
         finally:

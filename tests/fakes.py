@@ -56,6 +56,9 @@ class FakeChatModel:
 
     default_model = "fake-model"
 
+    def warm_up(self) -> None:
+        self.warmed_up = True
+
     def __init__(
         self,
         *,

@@ -23,7 +23,8 @@ async def readyz(request: Request) -> JSONResponse:
     """Requests can be served: start-up finished (indexes reconciled, the chat model prepared) and the
     database answers. 503 names the parts that are not ready."""
     if not getattr(request.app.state, "ready", False):
-        return JSONResponse({"status": "starting", "checks": {"startup": "in progress"}}, status_code=503)
+        checks = getattr(request.app.state, "startup_checks", None) or {"startup": "in progress"}
+        return JSONResponse({"status": "starting", "checks": checks}, status_code=503)
     report = await run_in_threadpool(health_service.readiness, request.app.state.components)
     body = {"status": "ready" if report.ready else "not_ready", "checks": report.checks}
     headers = {} if report.ready else {"Retry-After": str(report.retry_after)}

@@ -61,6 +61,11 @@ class ChatModel(Protocol):
     @property
     def default_model(self) -> str: ...
 
+    def warm_up(self) -> None:
+        """Make the first answer as fast as the next (blocking; run off the event loop): a local model
+        prepares and loads its weights; a remote one has nothing to do."""
+        ...
+
     async def context_window(self, model: str) -> int:
         """Tokens the model reads and writes in one call: prompt plus completion."""
         ...

@@ -232,6 +232,9 @@ class LocalChatModel:
     def default_model(self) -> str:
         return self._name
 
+    def warm_up(self) -> None:
+        self.load()
+
     def load(self) -> None:
         with self._load_lock:
             if self._model is not None:
@@ -239,7 +242,12 @@ class LocalChatModel:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as transformers_logging
 
+            # In a server the weights load on a background thread: progress bars and library advice
+            # (GGUF dtype hints) would only interleave with the log. `wenda prepare-model` keeps them.
+            transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             if self._prepare:
                 prepare_bundled_model(self._model_dir)
             if self._threads:

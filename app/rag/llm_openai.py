@@ -97,6 +97,9 @@ class OpenAIChatModel:
     def default_model(self) -> str:
         return self._default_model
 
+    def warm_up(self) -> None:
+        """Nothing to load here: the server holds the model (whether it answers is its own readiness)."""
+
     async def aclose(self) -> None:
         await self._client.close()
         await self._http.aclose()

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from app.components import Components
 from app.db import documents as db_documents
 from app.db.models import Collection
+from app.main import create_app
 from app.rag.faiss_store import stored_ids
+from tests.fakes import FakeChatModel
 
 CHINESE = (
     "# 文件权限\n\n给一个目录设置粘滞位将保护该目录内的文件不被其所有者之外的用户删除。\n\n"
@@ -135,9 +137,40 @@ def test_a_file_that_cannot_be_parsed_fails_its_job_with_a_reason(client: TestCl
     assert document["status"] == "failed" and document["error"] == job["error"]
 
 
-def test_health_and_readiness(client: TestClient) -> None:
+def wait_ready(client: TestClient | httpx.Client, timeout: float = 20.0) -> dict[str, Any]:
+    """/readyz once it is 200 (the chat model warms up on a thread after start-up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/readyz")
+        if response.status_code == 200 or time.monotonic() > deadline:
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+        time.sleep(0.05)
+
+
+def test_health_and_readiness(client: TestClient, services: Components) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
+    assert wait_ready(client) == {"status": "ready", "checks": {"database": "ok"}}
+    assert services.llm.warmed_up  # type: ignore[attr-defined]
+
+
+def test_readiness_waits_for_the_chat_model_and_names_it_when_it_fails(services: Components) -> None:
+    class Unpreparable(FakeChatModel):
+        def warm_up(self) -> None:
+            raise OSError("no space left on device")
+
+    services.llm = Unpreparable()
+    with TestClient(create_app(components=services)) as client:
+        time.sleep(0.3)
+        readiness = client.get("/readyz")
+        assert readiness.status_code == 503
+        assert readiness.json() == {
+            "status": "starting",
+            "checks": {"chat_model": "failed: OSError; see the server log"},
+        }
+        # Everything that needs no model is served meanwhile.
+        assert client.get("/v1/collections").status_code == 200
 
 
 def _collections(services: Components) -> list[Collection]:

@@ -19,6 +19,7 @@ from sqlalchemy import make_url
 
 from app.components import build_components
 from app.main import create_app
+from tests.api.test_documents_api import wait_ready
 from tests.conftest import make_settings, served_on_loopback
 from tests.fakes import FakeChatModel, FakeEmbedder
 
@@ -169,7 +170,7 @@ def test_a_refused_database_is_a_503_and_recovery_needs_no_restart(proxied: tupl
     with httpx.Client(base_url=base_url, timeout=30) as client:
         created = client.post("/v1/collections/docs/documents", files={"file": ("a.txt", b"some text")})
         assert created.status_code == 202
-        assert client.get("/readyz").status_code == 200
+        wait_ready(client)
 
         proxy.cut()
         _assert_unavailable_quickly(client)
@@ -189,6 +190,7 @@ def test_a_database_that_stops_answering_costs_each_request_its_budget_only(
     proxy, base_url = proxied
     with httpx.Client(base_url=base_url, timeout=30) as client:
         assert client.get("/v1/collections").status_code == 200
+        wait_ready(client)
         proxy.blackhole()
         # Many at once: pooled connections, new ones and the pool itself all time out within the budget,
         # and none of them starves the others.
