@@ -7,14 +7,25 @@ are where small models invent most. So wenda refuses them before generation.
 
 What counts as a name: in a Chinese question, any Latin-script word of two or more letters (Chinese text
 writes the names of software, formats and standards that way); in any question, a word with a digit or with
-inner punctuation (SHA-256, ext4, /etc/hosts, C.UTF-8) or written in capitals (RSA, HTTPS). Comparison ignores
-case and punctuation, so "GPG-sign" matches "gpg --sign" and "SHA256" matches "SHA-256".
+inner punctuation (SHA-256, ext4, /etc/hosts, C.UTF-8) or written in capitals (RSA, HTTPS). In an English
+question also a word with a capital inside it (exFAT, GitHub, macOS) and a word English hardly uses: the
+names of programs and daemons are mostly lower-case words no dictionary has (rsyncd, kubectl, journald).
+"Hardly" is a Zipf frequency below ``RARE_ZIPF`` in ``wordfreq``'s English list (about once in 10 million
+words); ordinary words, however technical (format, backup, repository, commit), are far above it.
+
+Comparison ignores case and punctuation, so "GPG-sign" matches "gpg --sign" and "SHA256" matches "SHA-256";
+a rare English word also matches another form of itself ("rebasing" is mentioned by "rebase": a word that
+begins with its Snowball stem), since the question is free to inflect it. "rsyncd" stays apart from "rsync".
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
+
+import snowballstemmer
+from wordfreq import zipf_frequency
 
 from app.rag.lexical import STOPWORDS
 
@@ -23,6 +34,10 @@ _LATIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./+:]*[A-Za-z0-9+]|[A-Za-z]{2
 _NOT_ALNUM = re.compile(r"[^0-9a-z\u3400-\u9fff]+")
 # Names shorter than this (after folding) are matched as whole words, longer ones anywhere.
 SHORT_NAME = 5
+# An English word less frequent than this (Zipf scale: log10 of uses per billion words) is taken for a name.
+RARE_ZIPF = 2.0
+_ALPHABETIC = re.compile(r"[A-Za-z]+")
+_STEMMER = snowballstemmer.stemmer("english")
 
 
 def _folded(text: str) -> str:
@@ -38,7 +53,25 @@ def _is_name(word: str, *, in_chinese: bool) -> bool:
     has_digit = any(ch.isdigit() for ch in word)
     inner_punctuation = any(ch in "-_./+:" for ch in word.strip("-_./+:"))
     capitals = sum(ch.isupper() for ch in word)
-    return (has_digit and letters > 0) or inner_punctuation or (capitals >= 2 and capitals == letters)
+    if (has_digit and letters > 0) or inner_punctuation or (capitals >= 2 and capitals == letters):
+        return True
+    if in_chinese:
+        return False
+    inner_capital = any(ch.isupper() for ch in word[1:]) and capitals < letters
+    return inner_capital or _is_rare_english(word)
+
+
+def _is_rare_english(word: str) -> bool:
+    return len(word) >= 4 and _ALPHABETIC.fullmatch(word) is not None and _zipf(word.lower()) < RARE_ZIPF
+
+
+@cache
+def _zipf(word: str) -> float:
+    return float(zipf_frequency(word, "en"))
+
+
+def _stem(word: str) -> str:
+    return str(_STEMMER.stemWord(word.lower()))
 
 
 def named_things(question: str) -> list[str]:
@@ -59,7 +92,13 @@ def unmentioned_names(question: str, passage_texts: Iterable[str]) -> list[str]:
 
 
 def mentions(text: str, name: str) -> bool:
-    """``text`` mentions ``name``, case and punctuation ignored."""
+    """``text`` mentions ``name``, case and punctuation ignored (a rare English word: in any form)."""
+    if _is_rare_english(name):
+        # A word that begins with the name's stem: "rebase" for "rebasing", "diff" for "diffing" (Snowball
+        # undoubles the stem's last letter: "dif").
+        stem = _stem(name)
+        if any(word.lower().startswith(stem) for word in _ALPHABETIC.findall(text)):
+            return True
     key = _folded(name)
     if len(key) >= SHORT_NAME:
         return key in _folded(text)
