@@ -4,7 +4,8 @@ name their field."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 from app.components import Components, build_components
 from app.db.models import Document
 from app.main import create_app
+from app.rag.embedding import Vectors
 from tests.api.test_documents_api import assert_envelope, upload, wait_for_job
 from tests.conftest import make_settings
 from tests.fakes import FakeChatModel, FakeEmbedder
@@ -204,3 +206,43 @@ def test_documents_past_the_per_document_limits_fail_with_the_reason(limited_cli
     # Within the limits, the same service ingests as usual.
     fine = upload(limited_client, "c", "fine.txt", "短文本。".encode()).json()
     assert wait_for_job(limited_client, fine["job_id"])["status"] == "done"
+
+
+# Item 10: job progress moves within the embed stage.
+
+
+class _SlowEmbedder(FakeEmbedder):
+    """Takes a while per batch, as a real model does on a CPU."""
+
+    def embed_passages(self, texts: Sequence[str]) -> Vectors:
+        time.sleep(0.2)
+        return super().embed_passages(texts)
+
+
+def test_job_progress_moves_through_the_embed_stage(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(
+        tmp_path / "data",
+        database_url,
+        worker={"poll_seconds": 0.05, "lease_seconds": 3},
+        embedding={"batch_size": 4},
+    )
+    built = build_components(settings, embedder=_SlowEmbedder(), llm=FakeChatModel())
+    try:
+        with TestClient(create_app(components=built)) as client:
+            text = "\n\n".join(f"第{i}段。" + "文件权限由三组位组成，分别属于所有者、组和其他人。" * 8 for i in range(120))
+            job_id = upload(client, "c", "long.txt", text.encode()).json()["job_id"]
+            seen: list[tuple[str, float]] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                seen.append((job["stage"], job["progress"]))
+                if job["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.1)
+            assert job["status"] == "done"
+            within_embed = sorted({p for stage, p in seen if stage == "embed" and 0.2 < p < 0.95})
+            # The heartbeat writes progress about once a second: a 6-second embed shows several values.
+            assert len(within_embed) >= 3, seen
+    finally:
+        built.worker.stop()
+        built.close_database()
