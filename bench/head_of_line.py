@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 
@@ -50,6 +51,9 @@ def main() -> None:
     parser.add_argument("--large-mb", type=float, default=5.0, help="size of the large document (MB of UTF-8)")
     parser.add_argument("--small", type=Path, default=SMALL_DEFAULT, help="a file, or a directory (its first two files)")
     parser.add_argument("--timeout", type=float, default=900.0, help="longest wait for the small document (s)")
+    parser.add_argument(
+        "--wait-large", action="store_true", help="then wait (up to --timeout) for the large document too"
+    )
     args = parser.parse_args()
     small_files = sorted(p for p in args.small.iterdir() if p.is_file())[:2] if args.small.is_dir() else [args.small] * 2
 
@@ -74,8 +78,13 @@ def main() -> None:
             claimed = _wait(components, large_job, 120, claimed_only=True)
             behind_job = upload("behind-" + small_files[1].name, small_files[1].read_bytes())
             behind = _wait(components, behind_job, args.timeout)
+            large_done = _wait(components, large_job, args.timeout) if args.wait_large else None
             large = documents.get_job(components, tenant_id=tenant, job_id=large_job)
+            chunks = None
             if large.document_id is not None:
+                chunks = documents.get_document(
+                    components, tenant_id=tenant, document_id=large.document_id
+                ).chunk_count
                 documents.delete_document(components, tenant_id=tenant, document_id=large.document_id)
         finally:
             components.worker.stop(timeout=5)
@@ -86,7 +95,15 @@ def main() -> None:
         "large_claimed_after_s": claimed,
         "behind_large_s": behind,
         "timeout_s": args.timeout,
-        "large_at_end": {"status": large.status, "stage": large.stage, "progress": large.progress},
+        "large_at_end": {
+            "status": large.status,
+            "stage": large.stage,
+            "progress": large.progress,
+            "chunks": chunks,
+            "error": large.error,
+        },
+        "large_done_after_s": large_done,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "worker": settings.worker.model_dump(include={"threads", "small_job_threads", "small_job_bytes"}),
     }
     print(f"small document alone: {alone if alone is None else round(alone, 2)} s")
@@ -94,7 +111,7 @@ def main() -> None:
         f"small document behind {result['large_mb']:.1f} MB unpunctuated: "
         + (f"{behind:.2f} s" if behind is not None else f"not done after {args.timeout:.0f} s")
     )
-    print(f"large job then: {result['large_at_end']}")
+    print(f"large job then: {result['large_at_end']}; peak RSS {result['peak_rss_mb']} MB")
     print(json.dumps(result))
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -246,3 +248,27 @@ def test_job_progress_moves_through_the_embed_stage(tmp_path: Path, database_url
     finally:
         built.worker.stop()
         built.close_database()
+
+
+# Item 4, SQLite: concurrent writers wait for each other (WAL, busy timeout) instead of "database is locked".
+
+
+def test_concurrent_uploads_while_the_worker_writes_all_succeed(live_url: str) -> None:
+    def one(i: int) -> int:
+        with httpx.Client(base_url=live_url, timeout=60) as client:
+            text = f"第{i}号文件。" + "文件权限由三组位组成。" * 50
+            return client.post(
+                "/v1/collections/busy/documents", files={"file": (f"f{i}.txt", text.encode())}
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(one, range(64)))
+    assert codes == [202] * 64
+    with httpx.Client(base_url=live_url, timeout=60) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listing = client.get("/v1/collections/busy/documents", params={"limit": 100}).json()
+            if all(d["status"] == "ready" for d in listing["documents"]):
+                break
+            time.sleep(0.2)
+        assert listing["total"] == 64 and all(d["status"] == "ready" for d in listing["documents"])
