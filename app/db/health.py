@@ -35,6 +35,13 @@ from sqlalchemy.pool import NullPool
 logger = logging.getLogger(__name__)
 
 _budget: ContextVar[float | None] = ContextVar("wenda_db_wait_budget", default=None)
+# When this thread's current wait for the server (a connect, a statement) began: a failure of an attempt that
+# began before the database was last seen answering is old news, not a new outage.
+_attempt = threading.local()
+
+
+def _attempt_begins() -> None:
+    _attempt.began = time.monotonic()
 
 
 class _KnownDownError(psycopg.OperationalError):
@@ -104,6 +111,19 @@ def connect_within(seconds: float, connect: Callable[[], psycopg.Connection[Any]
     raise pg_errors.ConnectionTimeout(f"could not connect to the database within {seconds:g} s")
 
 
+def bound_connections(engine: Engine, connection: type[psycopg.Connection[Any]], connect_timeout: int) -> None:
+    """``engine`` opens ``connection``s (bounded waits), and within the current budget when that is shorter
+    than libpq's connect timeout."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        _attempt_begins()
+        budget = current_budget()
+        if budget is None or budget >= connect_timeout:
+            return connection.connect(*cargs, **cparams)
+        return connect_within(budget, lambda: connection.connect(*cargs, **cparams))
+
+
 def connection_class(default_wait_seconds: float) -> type[psycopg.Connection[Any]]:
     """A psycopg connection whose every wait for the server ends by the current ``wait_budget`` (else
     ``default_wait_seconds``). On a timeout the connection is closed — its protocol state is unknown — and
@@ -112,6 +132,7 @@ def connection_class(default_wait_seconds: float) -> type[psycopg.Connection[Any
     class BoundedConnection(psycopg.Connection[Any]):
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
             deadline = timeout if timeout is not None else (_budget.get() or default_wait_seconds)
+            _attempt_begins()
             try:
                 return super().wait(gen, interval=interval, timeout=deadline)
             except pg_errors._WaitTimeout:
@@ -168,6 +189,7 @@ class DatabaseHealth:
         self._lock = threading.Lock()
         self._down_reason: str | None = None
         self._down_since = 0.0
+        self._up_since = 0.0
         self._probe: threading.Thread | None = None
         self._closed = threading.Event()
         self._probe_engine: Engine | None = None
@@ -179,6 +201,9 @@ class DatabaseHealth:
         event.listen(engine, "do_connect", self._on_connect)
 
     def _on_error(self, context: ExceptionContext) -> None:
+        began = getattr(_attempt, "began", None)
+        if began is not None and began < self._up_since:
+            return  # an attempt from before the database answered again (a connect timing out late)
         if _is_connection_fault(context) and not isinstance(context.original_exception, _KnownDownError):
             self.mark_down(str(context.original_exception).strip().splitlines()[0])
 
@@ -204,6 +229,7 @@ class DatabaseHealth:
                     "database answers again after %.1f s", time.monotonic() - self._down_since
                 )
             self._down_reason = None
+            self._up_since = time.monotonic()
 
     # What callers ask.
 
@@ -232,12 +258,7 @@ class DatabaseHealth:
     def _engine(self) -> Engine:
         if self._probe_engine is None:
             engine = create_engine(self._url, poolclass=NullPool, connect_args=self._connect_args)
-            connection = self._connection
-
-            @event.listens_for(engine, "do_connect")
-            def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-                return connection.connect(*cargs, **cparams)
-
+            bound_connections(engine, self._connection, int(self._connect_args["connect_timeout"]))
             self._probe_engine = engine
         return self._probe_engine
 

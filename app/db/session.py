@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import DatabaseSettings
-from app.db.health import DatabaseHealth, connect_within, connection_class, current_budget
+from app.db.health import DatabaseHealth, bound_connections, connection_class
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,7 @@ def create_db_engine(url: str, settings: DatabaseSettings | None = None) -> tupl
         retry_after_seconds=settings.retry_after_seconds,
     )
     health.attach(engine)  # first: while the database is down, connecting fails before it is tried
-
-    @event.listens_for(engine, "do_connect")
-    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-        budget = current_budget()
-        if budget is None or budget >= settings.connect_timeout_seconds:
-            return bounded.connect(*cargs, **cparams)
-        return connect_within(budget, lambda: bounded.connect(*cargs, **cparams))
-
+    bound_connections(engine, bounded, settings.connect_timeout_seconds)
     return engine, health
 
 
