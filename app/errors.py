@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.db.health import DatabaseUnavailableError
 from app.rag.errors import (
     DocumentParseError,
     InvalidInputError,
@@ -139,8 +138,6 @@ def _retry_after(request: Request) -> int:
 
 
 async def _database_fault(request: Request, error: Exception) -> JSONResponse:
-    if isinstance(error, DatabaseUnavailableError):
-        return database_unavailable(max(1, round(error.retry_after)))
     # The first line only: the rest of a driver's message can carry SQL and parameters.
     logger.warning("database fault: %s", str(error).strip().splitlines()[0] if str(error).strip() else error)
     return database_unavailable(_retry_after(request))
@@ -156,7 +153,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WendaError, _wenda_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DatabaseUnavailableError, _database_fault)
     for fault in _DATABASE_FAULTS:
         app.add_exception_handler(fault, _database_fault)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -9,7 +9,7 @@ Three parts, all for PostgreSQL (SQLite is a local file: it cannot be unreachabl
   a pool connection or a thread beyond it. psycopg 3 takes a timeout on each wait; ``connection_class``
   passes ours.
 * **Fail fast while down.** The first connection error or timeout marks the database down. Until it answers
-  again, opening a connection fails at once (``DatabaseUnavailableError``, a 503 with ``Retry-After``)
+  again, opening a connection fails at once (an OperationalError that ``app.errors`` answers with 503 and ``Retry-After``)
   rather than waiting out a connect timeout per request.
 * **Notice recovery.** While down, a background probe pings the server on a connection of its own every
   ``probe_interval_seconds``; the first answer marks it up. Pooled connections broken by the outage are
@@ -46,15 +46,6 @@ def _attempt_begins() -> None:
 
 class _KnownDownError(psycopg.OperationalError):
     """Raised instead of connecting while the database is known to be down."""
-
-
-class DatabaseUnavailableError(Exception):
-    """The database is down or did not answer in time; the client should retry after ``retry_after``."""
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
 
 
 @contextmanager
@@ -178,14 +169,12 @@ class DatabaseHealth:
         connection: type[psycopg.Connection[Any]],
         probe_interval_seconds: float,
         probe_timeout_seconds: float,
-        retry_after_seconds: float,
     ) -> None:
         self._url = url
         self._connect_args = connect_args
         self._connection = connection
         self._probe_interval = probe_interval_seconds
         self._probe_timeout = probe_timeout_seconds
-        self.retry_after = retry_after_seconds
         self._lock = threading.Lock()
         self._down_reason: str | None = None
         self._down_since = 0.0
@@ -232,17 +221,6 @@ class DatabaseHealth:
             self._up_since = time.monotonic()
 
     # What callers ask.
-
-    @property
-    def down_reason(self) -> str | None:
-        return self._down_reason
-
-    def raise_if_down(self) -> None:
-        reason = self._down_reason
-        if reason is not None:
-            raise DatabaseUnavailableError(
-                f"the database is unavailable ({reason}); retry later", retry_after=self.retry_after
-            )
 
     def check(self, engine: Engine) -> str | None:
         """For readiness: None when the database answers a trivial query within the probe timeout (on a

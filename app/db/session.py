@@ -66,7 +66,6 @@ def create_db_engine(url: str, settings: DatabaseSettings | None = None) -> tupl
         connection=bounded,
         probe_interval_seconds=settings.probe_interval_seconds,
         probe_timeout_seconds=settings.request_timeout_seconds,
-        retry_after_seconds=settings.retry_after_seconds,
     )
     health.attach(engine)  # first: while the database is down, connecting fails before it is tried
     bound_connections(engine, bounded, settings.connect_timeout_seconds)
