@@ -43,8 +43,12 @@ def _configure_logging(settings: Settings) -> None:
 def _components(settings: Settings) -> Components:
     """The long-lived objects, as `wenda serve` builds them."""
     from app.components import build_components
+    from app.services.models import register_configured_adapters
 
-    return build_components(settings)
+    components = build_components(settings)
+    if settings.models.adapters:
+        register_configured_adapters(components, settings.models.adapters)
+    return components
 
 
 def _answer(components: Components, ask: AskInput) -> AskResponse:

@@ -26,8 +26,10 @@ from app.rag.llm_openai import OpenAIChatModel
 from app.rag.prompts import PromptLibrary
 from app.rag.refusal import RefusalPolicy
 from app.rag.retrieval import HybridRetriever
+from app.rag.routing import ModelRouter, RoutingPolicy
 from app.rag.vector_store import VectorStore
 from app.services.queries import AnswerLog
+from app.services.registry import AdapterRegistry
 from ingest.pipeline import IngestPipeline
 from ingest.worker import Worker
 
@@ -48,6 +50,10 @@ class Components:
     refusal_policy: RefusalPolicy
     answer_log: AnswerLog
     default_tenant_id: int
+    # The LoRA adapters registered (SQL, re-read every models.registry_refresh_seconds) and the router that
+    # picks the base model or one of them for each answer, with fallback and circuit breakers.
+    adapters: AdapterRegistry
+    router: ModelRouter
     # Evidence beyond the documents (facts, corrections): none yet; the facts and feedback layers add theirs.
     evidence_sources: tuple[EvidenceSource, ...] = ()
     # PostgreSQL only: bounded waits, fail-fast while down, recovery (app.db.health); None on SQLite.
@@ -89,6 +95,23 @@ def build_llm(settings: Settings) -> ChatModel:
         name=config.model or BUNDLED_MODEL_NAME,
         threads=config.threads,
         prepare=config.local_model_dir is None,
+    )
+
+
+def build_router(settings: Settings, llm: ChatModel, embedder: Embedder, adapters: AdapterRegistry) -> ModelRouter:
+    config = settings.models
+    return ModelRouter(
+        llm=llm,
+        adapters=adapters.adapters,
+        embedder=embedder,
+        policy=RoutingPolicy(
+            threshold=config.route_threshold,
+            min_mean_logprob=config.min_mean_logprob,
+            fallback_on_unsupported=config.fallback_on_unsupported,
+            adapter_timeout_seconds=config.adapter_timeout_seconds,
+            breaker_failures=config.breaker_failures,
+            breaker_reset_seconds=config.breaker_reset_seconds,
+        ),
     )
 
 
@@ -140,6 +163,9 @@ def build_components(
         # Until API keys arrive every caller is the default tenant: resolved once, not per request.
         default_tenant_id = db_documents.get_or_create_tenant(session, name=settings.default_tenant).id
         session.commit()
+    llm = llm or build_llm(settings)
+    adapters = AdapterRegistry(session_factory, refresh_seconds=settings.models.registry_refresh_seconds)
+    adapters.refresh(force=True)
     return Components(
         settings=settings,
         engine=engine,
@@ -148,11 +174,13 @@ def build_components(
         store=store,
         retriever=retriever,
         worker=worker,
-        llm=llm or build_llm(settings),
+        llm=llm,
         prompts=PromptLibrary(prompts_directory(settings)),
         refusal_policy=RefusalPolicy(**settings.refusal.model_dump()),
         answer_log=AnswerLog(session_factory, settings.answers),
         default_tenant_id=default_tenant_id,
+        adapters=adapters,
+        router=build_router(settings, llm, embedder, adapters),
         evidence_sources=evidence_sources,
         database_health=database_health,
     )

@@ -149,6 +149,61 @@ class LLMSettings(BaseModel):
     )
 
 
+class AdapterSettings(BaseModel):
+    name: str = Field(description="The name requests use as `model`.")
+    path: Path = Field(description="The adapter directory (adapter_config.json, adapter_model.safetensors).")
+    description: str = Field("", description="Its domain, in a sentence or two: what routing compares with.")
+    examples: list[str] = Field(default_factory=list, description="Questions of its domain, for routing.")
+
+
+class ModelSettings(BaseModel):
+    """The model registry and routing: the base model, its LoRA adapters, and which one answers."""
+
+    adapters: list[AdapterSettings] = Field(
+        default_factory=list,
+        description="Adapters registered (or updated) at start-up; POST /v1/models/adapters adds more.",
+    )
+    base_model_names: list[str] = Field(
+        default_factory=lambda: ["Qwen/Qwen2.5-Coder-0.5B-Instruct"],
+        description="Names an adapter's adapter_config.json may give for this server's base model (compared "
+        "by last path component, ignoring case), besides the served model's own name and folder.",
+    )
+    max_lora_rank: int = Field(
+        8, ge=1, description="Largest adapter rank accepted; keep it at vLLM's --max-lora-rank or below."
+    )
+    route_threshold: float = Field(
+        0.86,
+        ge=-1.0,
+        le=1.0,
+        description="auto routing: an adapter answers when the question's cosine similarity to its "
+        "description or an example question reaches this (multilingual-e5-small; see eval/routing).",
+    )
+    min_mean_logprob: float | None = Field(
+        -1.5,
+        le=0.0,
+        description="An adapter's answer whose mean token log-probability is below this is answered again by "
+        "the base model (backends that return log-probabilities); null turns the check off.",
+    )
+    fallback_on_unsupported: bool = Field(
+        True, description="An adapter's answer that the citation check finds unsupported goes to the base model."
+    )
+    adapter_timeout_seconds: float = Field(
+        60.0, gt=0, description="An adapter's answer (a stream's first token) slower than this goes to the base."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Failures in a row after which an adapter gets no traffic for a while."
+    )
+    breaker_reset_seconds: float = Field(
+        30.0, gt=0, description="How long an adapter's open circuit breaker waits before one request probes it."
+    )
+    registry_refresh_seconds: float = Field(
+        5.0,
+        ge=0.0,
+        description="How long an API process reuses the adapter list it read from SQL; registrations in "
+        "another process are seen within this.",
+    )
+
+
 class RefusalSettings(BaseModel):
     """When wenda refuses instead of answering (see README, "How wenda decides to refuse"). The defaults are
     the values the dev evals were measured with."""
@@ -240,6 +295,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     refusal: RefusalSettings = Field(default_factory=RefusalSettings)
     answers: AnswerRecordSettings = Field(default_factory=AnswerRecordSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     sse_keepalive_seconds: float = Field(
         15.0,
         gt=0,

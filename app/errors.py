@@ -13,6 +13,8 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.rag.errors import (
+    AdapterRejectedError,
+    ConflictError,
     DocumentParseError,
     InvalidInputError,
     NotFoundError,
@@ -37,6 +39,8 @@ STATUS_OF: dict[type[WendaError], int] = {
     UpstreamError: 502,
     InvalidInputError: 400,
     NotFoundError: 404,
+    ConflictError: 409,
+    AdapterRejectedError: 422,
     PayloadTooLargeError: 413,
     UnsupportedFileTypeError: 415,
     DocumentParseError: 422,

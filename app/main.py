@@ -12,12 +12,13 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import ask, chat, collections, documents, health, jobs, queries, retrieve
+from app.api import ask, chat, collections, documents, health, jobs, models, queries, retrieve
 from app.body_limit import MULTIPART_OVERHEAD, BodySizeLimit
 from app.components import Components, build_components
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.request_budget import DatabaseWaitBudget
+from app.services import models as models_service
 from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
         for report in reports:
             if report.action != "ok":
                 logger.warning("index reconciled: %s", report)
+        if settings.models.adapters:
+            await run_in_threadpool(models_service.register_configured_adapters, built, settings.models.adapters)
         app.state.components = built
         built.answer_log.start()
         if settings.worker.in_process:
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         ask.router,
         chat.router,
         queries.router,
+        models.router,
     ):
         app.include_router(router)
     return app

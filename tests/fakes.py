@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Sequence
 
 import numpy as np
 
+from app.rag.adapters import AdapterSpec
 from app.rag.embedding import Vectors
 from app.rag.llm import Completion, GenerationParams, StreamDelta, StreamEnd, StreamEvent, Usage
 from app.rag.types import ChatMessage
@@ -68,8 +69,19 @@ class FakeChatModel:
     ) -> None:
         self.window = window
         self.calls: list[list[ChatMessage]] = []
+        self.models_called: list[str] = []
         self.refusals = (refusal_zh, refusal_en)
         self.cancelled = False
+        self.adapters_loaded: dict[str, str] = {}
+
+    def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
+        return None
+
+    async def load_adapter(self, adapter: AdapterSpec) -> None:
+        self.adapters_loaded[adapter.name] = adapter.path
+
+    async def unload_adapter(self, name: str) -> None:
+        self.adapters_loaded.pop(name, None)
 
     async def context_window(self, model: str) -> int:
         return self.window
@@ -98,6 +110,7 @@ class FakeChatModel:
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
     ) -> Completion:
         self.calls.append(list(messages))
+        self.models_called.append(model)
         text = self._reply(messages)
         prompt = await self.count_tokens(messages, model)
         return Completion(text=text, usage=Usage(prompt, len(text) // 2), finish_reason="stop", model=model)

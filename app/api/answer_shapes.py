@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from app.rag.answering import Answer
-from app.schemas.ask import AskResponse, CitationPublic, RefusalPublic, SentencePublic, UsagePublic
+from app.schemas.ask import (
+    AskResponse,
+    CitationPublic,
+    RefusalPublic,
+    RoutePublic,
+    SentencePublic,
+    UsagePublic,
+)
 
 
 def debug_payload(answer: Answer) -> dict[str, Any]:
@@ -52,6 +59,7 @@ def answer_response(answer: Answer, query_id: str, *, debug: bool) -> AskRespons
             total_tokens=answer.usage.total_tokens,
         ),
         model=answer.model,
+        route=RoutePublic.model_validate(answer.route.as_dict()) if answer.route else None,
         timings=answer.timings,
         passages_used=answer.passages_used,
         passages_dropped=answer.passages_dropped,

@@ -86,6 +86,7 @@ async def chat_completions(
             usage=response.usage,
             query_id=query_id,
             refusal=response.refusal,
+            route=response.route,
         )
 
     def data(payload: object) -> dict[str, str]:
@@ -98,7 +99,7 @@ async def chat_completions(
         )
 
     async def chunks() -> AsyncIterator[dict[str, str]]:
-        yield chunk(started.prepared.request.model, {"role": "assistant", "content": ""})
+        yield chunk(started.prepared.route.model, {"role": "assistant", "content": ""})
         try:
             async for item in started.events():
                 if isinstance(item, Answer):
@@ -112,10 +113,11 @@ async def chat_completions(
                         "answer": final.answer,
                         "query_id": query_id,
                         "usage": final.usage.model_dump(),
+                        "route": final.route.model_dump(exclude_none=True) if final.route else None,
                     }
                     yield chunk(final.model, {}, finish_reason="stop", extra=extra)
                 else:
-                    yield chunk(started.prepared.request.model, {"content": item})
+                    yield chunk(started.prepared.route.model, {"content": item})
         except Exception as error:
             logger.exception("streaming chat completion %s failed", query_id)
             yield data(stream_error_body(error))

@@ -51,6 +51,8 @@ class Collection(Base):
     embedding_model: Mapped[str] = mapped_column(String(300))
     # Bumped whenever the collection's searchable chunks change; readers reload their caches when it moves.
     index_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The model (base or adapter name) that answers when a request names none; NULL: routing decides.
+    default_model: Mapped[str | None] = mapped_column(String(300), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -186,4 +188,27 @@ class AnswerRecord(Base):
     passages_used: Mapped[int] = mapped_column(Integer, default=0)
     passages_dropped: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Which model answered and why: {"model", "reason", "score"?, "cause"?, "adapter"?} (app.rag.routing).
+    route: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelAdapter(Base):
+    """A LoRA adapter in the model registry. Models are the server's, not a tenant's: every tenant may ask
+    any of them (registering and removing becomes an admin's right once API keys exist)."""
+
+    __tablename__ = "model_adapters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # uq_model_adapters_name
+    path: Mapped[str] = mapped_column(Text)
+    # The base model as the adapter's adapter_config.json names it.
+    base_model: Mapped[str] = mapped_column(String(300))
+    rank: Mapped[int] = mapped_column(Integer)
+    target_modules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    examples: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # api (POST /v1/models/adapters) | settings (models.adapters, registered at start-up)
+    source: Mapped[str] = mapped_column(String(20), default="api")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

@@ -18,6 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.rag.adapters import AUTO
 from app.rag.answerability import unmentioned_names
 from app.rag.citations import CheckedAnswer, Passage, check_answer
 from app.rag.errors import InvalidInputError, NotFoundError
@@ -25,6 +26,7 @@ from app.rag.evidence import Correction, DocumentSpan, Evidence, Fact
 from app.rag.llm import ChatModel, Completion, GenerationParams, StreamDelta, StreamEnd, Usage
 from app.rag.prompts import PromptLibrary, detect_language, passages_for_prompt
 from app.rag.refusal import Refusal, RefusalPolicy, RefusalReason
+from app.rag.routing import ModelRouter, Route, RouteReason
 from app.rag.types import AnswerStatus, ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -44,11 +46,14 @@ class EvidenceSource(Protocol):
 @dataclass(frozen=True)
 class AnswerRequest:
     question: str
-    model: str
+    # The model the caller asked for (the base, an adapter, or "auto"); None: the collection's default, else
+    # routing (app.rag.routing).
+    model: str | None = None
     template: str = "qa"
     top_k: int = 5
     params: GenerationParams = field(default_factory=GenerationParams)
     history: tuple[ChatMessage, ...] = ()
+    default_model: str | None = None  # the collection's default model, if it has one
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class PreparedAnswer:
     messages: tuple[ChatMessage, ...]
     usage: Usage  # what preparing cost (the rewrite call), added to the answer's usage
     timings: dict[str, float]
+    route: Route
     refusal: Refusal | None = None  # set when the evidence cannot answer: the model is then not asked
 
     @property
@@ -91,6 +97,7 @@ class Answer:
     raw_answer: str = ""
     refusal: Refusal | None = None
     error: str | None = None  # for a failed answer: the error's type, never its text (it may quote documents)
+    route: Route | None = None  # which model answered and why; None when the request failed before choosing
 
     @property
     def passages_used(self) -> int:
@@ -114,6 +121,10 @@ def _discard(_answer: Answer) -> None:
     pass
 
 
+def _unsupported(answer: Answer) -> bool:
+    return answer.refusal is not None and answer.refusal.reason is RefusalReason.UNSUPPORTED
+
+
 class AnswerFlow:
     def __init__(
         self,
@@ -124,8 +135,10 @@ class AnswerFlow:
         policy: RefusalPolicy,
         sources: Sequence[EvidenceSource] = (),
         record: Record = _discard,
+        router: ModelRouter | None = None,
     ) -> None:
         self._llm = llm
+        self._router = router or ModelRouter(llm=llm)
         self._prompts = prompts
         self._retrieve = retrieve
         self._policy = policy
@@ -143,14 +156,20 @@ class AnswerFlow:
         began = time.perf_counter()
         try:
             if prepared.should_generate:
-                completion = await self._llm.complete(
-                    prepared.messages, model=request.model, params=request.params
+
+                async def finish(completion: Completion, route: Route) -> Answer:
+                    timings["generate"] = time.perf_counter() - began  # a fallback's includes the adapter's
+                    return await self._finish(prepared, completion, timings, route)
+
+                # The router generates, and generates again with the base model if the adapter fails.
+                answer = await self._router.complete(
+                    prepared.route, prepared.messages, request.params, finish, _unsupported
                 )
             else:
                 # Nothing to answer from: no call, no invention.
-                completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=request.model)
-            timings["generate"] = time.perf_counter() - began
-            answer = await self._finish(prepared, completion, timings)
+                completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=prepared.route.model)
+                timings["generate"] = time.perf_counter() - began
+                answer = await self._finish(prepared, completion, timings, prepared.route)
         except asyncio.CancelledError:
             self._record_unfinished(prepared, AnswerStatus.CANCELLED, "", timings, began, None)
             raise
@@ -167,6 +186,9 @@ class AnswerFlow:
         language = detect_language(request.question)
         try:
             template = self._prompts.get(request.template)  # unknown names fail before any work
+            if request.model and request.model != AUTO:
+                # An unknown model is a 404 before any work; routing itself waits for the standalone question.
+                await self._router.choose(requested=request.model, collection_default=None, question="")
             began = time.perf_counter()
             standalone, rewrite_usage = await self._standalone_question(request, language)
             timings["rewrite"] = time.perf_counter() - began
@@ -174,6 +196,12 @@ class AnswerFlow:
             began = time.perf_counter()
             chunks = await self._retrieve(standalone, request.top_k)
             timings["retrieve"] = time.perf_counter() - began
+
+            began = time.perf_counter()
+            route = await self._router.choose(
+                requested=request.model, collection_default=request.default_model, question=standalone
+            )
+            timings["route"] = time.perf_counter() - began
 
             began = time.perf_counter()
             supplementary = [e for s in self._sources for e in await s.evidence_for(standalone, language)]
@@ -200,6 +228,7 @@ class AnswerFlow:
             messages=tuple(messages),
             usage=rewrite_usage,
             timings=timings,
+            route=route,
             refusal=self._refusal_before_generation(standalone, evidence, passages),
         )
 
@@ -211,14 +240,19 @@ class AnswerFlow:
         began = time.perf_counter()
         parts: list[str] = []
         end: StreamEnd | None = None
+        route = prepared.route
         try:
             if prepared.should_generate:
                 # aclosing: a consumer that stops early closes the model's stream too, which cancels generation.
+                # The router says first which model answers (an adapter failing before its first token is
+                # replaced by the base model).
                 async with aclosing(
-                    self._llm.stream(prepared.messages, model=request.model, params=request.params)
+                    self._router.stream(prepared.route, prepared.messages, request.params)
                 ) as events:
                     async for event in events:
-                        if isinstance(event, StreamDelta):
+                        if isinstance(event, Route):
+                            route = event
+                        elif isinstance(event, StreamDelta):
                             parts.append(event.text)
                             yield event.text
                         else:
@@ -228,14 +262,14 @@ class AnswerFlow:
                 text="".join(parts),
                 usage=end.usage if end else Usage(0, 0),
                 finish_reason=end.finish_reason if end else "stop",
-                model=end.model if end else request.model,
+                model=end.model if end else route.model,
             )
-            answer = await self._finish(prepared, completion, timings)
+            answer = await self._finish(prepared, completion, timings, route)
         except (GeneratorExit, asyncio.CancelledError):
-            self._record_unfinished(prepared, AnswerStatus.CANCELLED, "".join(parts), timings, began, None)
+            self._record_unfinished(prepared, AnswerStatus.CANCELLED, "".join(parts), timings, began, None, route)
             raise
         except Exception as error:
-            self._record_unfinished(prepared, AnswerStatus.FAILED, "".join(parts), timings, began, error)
+            self._record_unfinished(prepared, AnswerStatus.FAILED, "".join(parts), timings, began, error, route)
             raise
         self._record(answer)
         yield answer
@@ -248,18 +282,20 @@ class AnswerFlow:
         evidence: Sequence[Evidence],
         request: AnswerRequest,
     ) -> tuple[list[Passage], list[ChatMessage]]:
-        """Number the evidence and drop the lowest-ranked until the prompt fits the model's window."""
-        budget = await self._llm.context_window(request.model) - request.params.max_tokens - PACKING_MARGIN
+        """Number the evidence and drop the lowest-ranked until the prompt fits the model's window. Adapters
+        share the base model's tokenizer and window, so the base model counts for all."""
+        base_model = self._router.base_model
+        budget = await self._llm.context_window(base_model) - request.params.max_tokens - PACKING_MARGIN
         kept = [Passage(number=n, evidence=e) for n, e in enumerate(evidence, start=1)]
         while True:
             messages = self._messages(template, language, question, kept, request.history)
-            if await self._llm.count_tokens(messages, request.model) <= budget or not kept:
+            if await self._llm.count_tokens(messages, base_model) <= budget or not kept:
                 break
             kept.pop()
         if not kept and evidence:
             logger.warning(
                 "no evidence fits the context window of %s with max_tokens=%d",
-                request.model,
+                base_model,
                 request.params.max_tokens,
             )
         return kept, messages
@@ -289,8 +325,9 @@ class AnswerFlow:
                 "history": [{"role": m.role, "content": m.content} for m in request.history],
             },
         )
+        # The base model rewrites: which model answers is decided on the rewritten question.
         completion = await self._llm.complete(
-            messages, model=request.model, params=GenerationParams(temperature=0.0, max_tokens=128)
+            messages, model=self._router.base_model, params=GenerationParams(temperature=0.0, max_tokens=128)
         )
         rewritten = completion.text.strip().splitlines()[0].strip() if completion.text.strip() else ""
         return rewritten or request.question, completion.usage
@@ -312,7 +349,7 @@ class AnswerFlow:
         return None
 
     async def _finish(
-        self, prepared: PreparedAnswer, completion: Completion, timings: dict[str, float]
+        self, prepared: PreparedAnswer, completion: Completion, timings: dict[str, float], route: Route
     ) -> Answer:
         """Check the model's answer against its evidence and decide whether it is grounded."""
         began = time.perf_counter()
@@ -359,6 +396,7 @@ class AnswerFlow:
             messages=prepared.messages,
             raw_answer=completion.text,
             refusal=None if grounded else refusal,
+            route=route,
         )
 
     def _grounded(self, checked: CheckedAnswer) -> bool:
@@ -377,6 +415,7 @@ class AnswerFlow:
         raw: str,
         timings: dict[str, float],
         error: str | None,
+        route: Route | None,
     ) -> Answer:
         """The record of an answer that did not finish: cancelled by the client or ended by an error."""
         request = prepared.request
@@ -395,13 +434,14 @@ class AnswerFlow:
             template_version=version,
             checked=None,
             usage=prepared.usage,
-            model=request.model,
+            model=route.model if route else (request.model or self._router.base_model),
             timings={k: round(v, 4) for k, v in timings.items()},
             evidence=prepared.evidence,
             passages=prepared.passages,
             messages=prepared.messages,
             raw_answer=raw,
             error=error,
+            route=route,
         )
 
     def _record_unfinished(
@@ -412,10 +452,11 @@ class AnswerFlow:
         timings: dict[str, float],
         generation_began: float,
         error: Exception | None,
+        route: Route | None = None,
     ) -> None:
         timings["generate"] = time.perf_counter() - generation_began
         error_name = type(error).__name__ if error is not None else None
-        self._record(self._unfinished(prepared, status, raw, timings, error_name))
+        self._record(self._unfinished(prepared, status, raw, timings, error_name, route or prepared.route))
 
     def _record_failure(
         self, request: AnswerRequest, language: str, timings: dict[str, float], error: Exception
@@ -433,5 +474,6 @@ class AnswerFlow:
             messages=(),
             usage=Usage(0, 0),
             timings=timings,
+            route=Route(model=request.model or self._router.base_model, reason=RouteReason.REQUEST),
         )
-        self._record(self._unfinished(nothing_yet, AnswerStatus.FAILED, "", timings, type(error).__name__))
+        self._record(self._unfinished(nothing_yet, AnswerStatus.FAILED, "", timings, type(error).__name__, None))

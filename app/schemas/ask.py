@@ -66,6 +66,24 @@ class UsagePublic(BaseModel):
     total_tokens: int
 
 
+class RoutePublic(BaseModel):
+    """Which model answered and why."""
+
+    model: str = Field(description="The model that wrote the answer (the base model or an adapter).")
+    reason: Literal["request", "collection", "auto", "fallback"] = Field(
+        description="request: the request named it; collection: the collection's default; auto: routing by "
+        "domain; fallback: the chosen adapter failed or was unsure and the base model answered."
+    )
+    score: float | None = Field(None, description="auto: the best adapter's domain similarity.")
+    cause: (
+        Literal[
+            "not_loaded", "upstream_error", "timeout", "malformed", "low_confidence", "unsupported", "breaker_open"
+        ]
+        | None
+    ) = Field(None, description="fallback: why the adapter did not answer.")
+    adapter: str | None = Field(None, description="fallback: the adapter that was chosen first.")
+
+
 class RefusalPublic(BaseModel):
     reason: Literal["no_passages", "no_context_room", "unmentioned_name", "model_refused", "unsupported"]
     detail: str
@@ -80,6 +98,7 @@ class AskResponse(BaseModel):
     sentences: list[SentencePublic]
     usage: UsagePublic
     model: str
+    route: RoutePublic | None = Field(None, description="Which model answered and why.")
     timings: dict[str, float] = Field(description="Seconds per stage.")
     passages_used: int = Field(description="Evidence given to the model.")
     passages_dropped: int = Field(description="Evidence found but left out to fit the model's window.")
@@ -111,6 +130,7 @@ class QueryPublic(BaseModel):
     passages_used: int
     passages_dropped: int
     error: str | None
+    route: dict[str, Any] = Field(description="Which model answered and why (see AskResponse.route).")
     created_at: datetime
 
 

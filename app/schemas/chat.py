@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.ask import CitationPublic, RefusalPublic, UsagePublic
+from app.schemas.ask import CitationPublic, RefusalPublic, RoutePublic, UsagePublic
 
 
 class ChatMessageIn(BaseModel):
@@ -56,6 +56,7 @@ class ChatCompletionResponse(BaseModel):
     usage: UsagePublic
     query_id: str = Field(description="wenda: the id to rate or correct this answer by (GET /v1/queries/{id}).")
     refusal: RefusalPublic | None = Field(None, description="wenda: why the answer is the refusal.")
+    route: RoutePublic | None = Field(None, description="wenda: which model answered and why.")
 
 
 def chunk_payload(

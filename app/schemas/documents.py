@@ -56,6 +56,9 @@ class CollectionPublic(BaseModel):
     document_count: int
     chunk_count: int
     embedding_model: str
+    default_model: str | None = Field(
+        None, description="The model that answers when a request names none; null: routing decides."
+    )
     created_at: datetime
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from starlette.concurrency import run_in_threadpool
@@ -64,7 +64,7 @@ def answer_request(components: Components, ask: AskInput) -> AnswerRequest:
     template = components.prompts.requested(ask.template)
     return AnswerRequest(
         question=ask.question,
-        model=ask.model or components.llm.default_model,
+        model=ask.model,
         template=template.name,
         top_k=check_top_k(components, ask.top_k, default=settings.retrieval.answer_top_k),
         params=GenerationParams(
@@ -82,8 +82,9 @@ async def start_answer(
 ) -> StartedAnswer:
     request = answer_request(components, ask)
     collection = await run_in_threadpool(
-        partial(resolve_collection, components, tenant_id=tenant_id, name=ask.collection)
+        partial(_resolve_for_answer, components, tenant_id=tenant_id, name=ask.collection)
     )
+    request = replace(request, default_model=collection.default_model)
     query_id = new_query_id()
     context = AnswerContext(
         query_id=query_id,
@@ -99,8 +100,16 @@ async def start_answer(
         policy=components.refusal_policy,
         sources=components.evidence_sources,
         record=partial(components.answer_log.record, context),
+        router=components.router,
     )
     return StartedAnswer(query_id=query_id, prepared=await flow.prepare(request), flow=flow)
+
+
+def _resolve_for_answer(components: Components, *, tenant_id: int, name: str) -> CollectionRef:
+    """The collection, and the adapter list read again if it is older than models.registry_refresh_seconds
+    (both blocking, both before the first byte)."""
+    components.adapters.refresh()
+    return resolve_collection(components, tenant_id=tenant_id, name=name)
 
 
 def _retriever(components: Components, *, tenant_id: int, collection: CollectionRef) -> Retrieve:

@@ -315,6 +315,7 @@ class CollectionInfo:
     chunk_count: int
     embedding_model: str
     created_at: datetime
+    default_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -386,9 +387,17 @@ def list_collections(components: Components, *, tenant_id: int) -> list[Collecti
                 chunk_count=s.chunk_count,
                 embedding_model=s.collection.embedding_model,
                 created_at=s.collection.created_at,
+                default_model=s.collection.default_model,
             )
             for s in db_documents.list_collections(session, tenant_id=tenant_id)
         ]
+
+
+def get_collection(components: Components, *, tenant_id: int, name: str) -> CollectionInfo:
+    found = [c for c in list_collections(components, tenant_id=tenant_id) if c.name == name]
+    if not found:
+        raise NotFoundError(f"collection {name!r} not found", param="collection")
+    return found[0]
 
 
 def get_job(components: Components, *, tenant_id: int, job_id: int) -> JobInfo:

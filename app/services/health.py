@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from app.components import Components
 from app.db.health import ping_database
+from app.rag.routing import BreakerState
 
 
 @dataclass(frozen=True)
@@ -25,4 +26,14 @@ def readiness(components: Components) -> Readiness:
     else:
         problem = ping_database(components.engine, settings.request_timeout_seconds)
     checks = {"database": "ok" if problem is None else f"down: {problem}"}
+    # Adapters whose circuit breaker is open are reported, but do not make the service unready: the base
+    # model answers their questions meanwhile.
+    adapters = components.adapters.adapters()
+    if adapters:
+        open_breakers = [a.name for a in adapters if components.router.breaker_state(a.name) != BreakerState.CLOSED]
+        checks["adapters"] = (
+            f"{len(adapters)} registered; circuit open (the base model answers): {', '.join(open_breakers)}"
+            if open_breakers
+            else f"{len(adapters)} registered, all closed"
+        )
     return Readiness(ready=problem is None, checks=checks, retry_after=settings.retry_after_seconds)

@@ -66,6 +66,7 @@ class QueryRecord:
     passages_used: int
     passages_dropped: int
     error: str | None
+    route: dict[str, Any]
     created_at: datetime
 
 
@@ -106,6 +107,7 @@ def record_row(context: AnswerContext, answer: Answer, *, created_at: datetime) 
         "passages_used": answer.passages_used,
         "passages_dropped": answer.passages_dropped,
         "error": answer.error,
+        "route": answer.route.as_dict() if answer.route else {},
         "created_at": created_at,
     }
 

@@ -15,6 +15,7 @@ from app.rag.retrieval import RetrievalMode
 class CollectionRef:
     id: int
     name: str
+    default_model: str | None = None
 
 
 def resolve_collection(components: Components, *, tenant_id: int, name: str) -> CollectionRef:
@@ -29,7 +30,7 @@ def resolve_collection(components: Components, *, tenant_id: int, name: str) -> 
                 f"{components.retriever.embedding_model}; re-ingest it or serve it with that model",
                 param="collection",
             )
-        return CollectionRef(id=collection.id, name=collection.name)
+        return CollectionRef(id=collection.id, name=collection.name, default_model=collection.default_model)
 
 
 def check_top_k(components: Components, top_k: int | None, *, default: int) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -137,23 +139,32 @@ def test_templates_and_errors(client: TestClient) -> None:
 
 
 def test_upstream_failures_reach_the_client_as_502_503_504(settings: Settings) -> None:
+    """The base model's server failing; the upstream's behaviour follows the served model's name."""
+    ask = {"collection": "kb", "question": "给目录设置粘滞位有什么作用？"}
     with running_upstream() as (url, _state):
-        llm = OpenAIChatModel(base_url=url, default_model="ok", timeout_seconds=0.5, max_retries=0)
-        services = build_components(settings, embedder=FakeEmbedder(), llm=llm)
-        with TestClient(create_app(components=services)) as client:
-            _ready(client)
-            ask = {"collection": "kb", "question": "给目录设置粘滞位有什么作用？"}
+
+        @contextmanager
+        def serving(base_model: str) -> Iterator[TestClient]:
+            llm = OpenAIChatModel(base_url=url, default_model=base_model, timeout_seconds=0.5, max_retries=0)
+            services = build_components(settings, embedder=FakeEmbedder(), llm=llm)
+            with TestClient(create_app(components=services)) as client:
+                _ready(client)
+                yield client
+            services.engine.dispose()
+
+        with serving("ok") as client:
             assert client.post("/v1/ask", json=ask).json()["model"] == "ok"
-            assert_envelope(client.post("/v1/ask", json={**ask, "model": "slow"}), 504, "upstream_timeout")
-            assert_envelope(
-                client.post("/v1/ask", json={**ask, "model": "down"}), 503, "upstream_unavailable"
-            )
-            error = assert_envelope(client.post("/v1/ask", json={**ask, "model": "garbage"}), 502)
-            assert "proxy error" not in error["message"]
-            # Streaming: a failure before generation keeps its status; one during generation is an error event.
+            # Streaming: a failure before generation keeps its status.
             assert_envelope(client.post("/v1/ask", json={**ask, "collection": "nope", "stream": True}), 404)
-            streamed = client.post("/v1/ask", json={**ask, "model": "down", "stream": True})
+        with serving("slow") as client:
+            assert_envelope(client.post("/v1/ask", json=ask), 504, "upstream_timeout")
+        with serving("down") as client:
+            assert_envelope(client.post("/v1/ask", json=ask), 503, "upstream_unavailable")
+            # One during generation is the stream's error event.
+            streamed = client.post("/v1/ask", json={**ask, "stream": True})
             assert streamed.status_code == 200
             name, data = _sse(streamed.text)[-1]
             assert name == "error" and data["error"]["code"] == "upstream_unavailable"
-        services.engine.dispose()
+        with serving("garbage") as client:
+            error = assert_envelope(client.post("/v1/ask", json=ask), 502)
+            assert "proxy error" not in error["message"]

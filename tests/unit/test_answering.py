@@ -61,7 +61,7 @@ def _flow(
 
 
 def _ask(flow: AnswerFlow, question: str, **request: object) -> Answer:
-    return asyncio.run(flow.answer(AnswerRequest(question=question, model="m", **request)))  # type: ignore[arg-type]
+    return asyncio.run(flow.answer(AnswerRequest(question=question, **request)))  # type: ignore[arg-type]
 
 
 def test_passages_that_do_not_fit_the_window_are_dropped_and_reported() -> None:
@@ -182,7 +182,7 @@ def test_a_stream_closed_early_is_recorded_as_cancelled_and_stops_the_model() ->
     flow = _flow(llm, 3, records=records)
 
     async def read_two_deltas() -> None:
-        prepared = await flow.prepare(AnswerRequest(question="粘滞位保护目录中的什么？", model="m"))
+        prepared = await flow.prepare(AnswerRequest(question="粘滞位保护目录中的什么？"))
         events = flow.stream(prepared)
         await anext(events)
         await anext(events)

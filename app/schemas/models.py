@@ -1,0 +1,54 @@
+"""HTTP contract of the model registry: OpenAI's model list (with vLLM's ``parent``) plus wenda's fields."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelPublic(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the adapter was registered (the base model: 0).")
+    owned_by: str = "wenda"
+    root: str = Field(description="The base model's name, or the adapter's directory.")
+    parent: str | None = Field(description="Adapters: the base model they run on; null for the base model.")
+    kind: Literal["base", "adapter"] = Field(description="wenda: the base model or a LoRA adapter.")
+    status: Literal["ready", "unavailable", "probing"] = Field(
+        description="wenda: unavailable while the adapter's circuit breaker is open (it failed repeatedly: "
+        "requests go to the base model); probing while one request tries it again."
+    )
+    breaker: Literal["closed", "open", "half-open"] = Field(description="wenda: the circuit breaker's state.")
+    domain: str | None = Field(None, description="wenda: what the adapter is for; auto routing compares with it.")
+    examples: list[str] = Field(default_factory=list, description="wenda: example questions of its domain.")
+    rank: int | None = Field(None, description="wenda: the adapter's LoRA rank.")
+    target_modules: list[str] = Field(default_factory=list, description="wenda: the layers it adapts.")
+    base_model: str | None = Field(None, description="wenda: the base model its adapter_config.json names.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelPublic]
+
+
+class AdapterRegistration(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="The name requests use as `model`.")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute path of the adapter directory (adapter_config.json, adapter_model.safetensors), "
+        "readable by wenda and, with vLLM, by the vLLM server.",
+    )
+    description: str = Field("", max_length=2000, description="Its domain: what auto routing compares with.")
+    examples: list[str] = Field(
+        default_factory=list, max_length=100, description="Example questions of its domain, for routing."
+    )
+
+
+class CollectionUpdate(BaseModel):
+    default_model: str | None = Field(
+        max_length=300,
+        description="The model (base or adapter) that answers this collection's questions when a request "
+        "names none; null lets routing decide.",
+    )
