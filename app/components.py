@@ -105,7 +105,7 @@ def build_router(settings: Settings, llm: ChatModel, embedder: Embedder, adapter
         adapters=adapters.adapters,
         embedder=embedder,
         policy=RoutingPolicy(
-            threshold=config.route_threshold,
+            margin=config.route_margin,
             min_mean_logprob=config.min_mean_logprob,
             fallback_on_unsupported=config.fallback_on_unsupported,
             adapter_timeout_seconds=config.adapter_timeout_seconds,

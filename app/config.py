@@ -171,12 +171,13 @@ class ModelSettings(BaseModel):
     max_lora_rank: int = Field(
         8, ge=1, description="Largest adapter rank accepted; keep it at vLLM's --max-lora-rank or below."
     )
-    route_threshold: float = Field(
-        0.86,
+    route_margin: float = Field(
+        0.0,
         ge=-1.0,
         le=1.0,
-        description="auto routing: an adapter answers when the question's cosine similarity to its "
-        "description or an example question reaches this (multilingual-e5-small; see eval/routing).",
+        description="auto routing: an adapter answers when the question is closer (cosine) to its description "
+        "or an example question than to the nearest of wenda's general questions by at least this; raise it to "
+        "send fewer questions to adapters (see eval/routing and bench/routing.py).",
     )
     min_mean_logprob: float | None = Field(
         -1.5,

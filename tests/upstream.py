@@ -1,6 +1,10 @@
 """A small OpenAI-compatible server for tests, run for real on loopback; its behaviour follows the model name:
 ``ok`` answers, ``slow`` stalls, ``down`` answers 503, ``garbage`` sends non-JSON, ``missing`` is not served
-(``/tokenize`` answers 404 as vLLM does)."""
+(``/tokenize`` and chat answer 404 as vLLM does). Like vLLM it lists and loads LoRA adapters: names in
+``UpstreamState.adapters`` are listed by ``/v1/models``, and ``/v1/load_lora_adapter`` adds one when
+``runtime_lora`` is on (404 otherwise, as vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING). A name in
+``healthy`` answers like ``ok`` whatever it is called (a failing adapter that recovered); one in ``adapters``
+that is not loaded any more (``forget``) answers 404 (a server restarted without it)."""
 
 from __future__ import annotations
 
@@ -21,14 +25,20 @@ from starlette.routing import Route
 ANSWER = "Run git branch to list branches [1]."
 
 
-def _completion(model: str) -> dict[str, object]:
+def _completion(model: str, logprobs: bool = False) -> dict[str, object]:
+    # "unsure" writes the usual answer with low token log-probabilities.
+    choice: dict[str, object] = {}
+    if logprobs:
+        value = -3.0 if model == "unsure" else -0.1
+        tokens = [{"token": t, "logprob": value, "bytes": None, "top_logprobs": []} for t in ANSWER.split(" ")]
+        choice["logprobs"] = {"content": tokens}
     return {
         "id": "cmpl-1",
         "object": "chat.completion",
         "created": 0,
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
+            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop", **choice}
         ],
         "usage": {"prompt_tokens": 42, "completion_tokens": 9, "total_tokens": 51},
     }
@@ -38,6 +48,16 @@ class UpstreamState:
     def __init__(self) -> None:
         self.streams_closed_early = 0
         self.requests: list[dict[str, object]] = []
+        self.adapters: set[str] = set()
+        self.runtime_lora = False
+        self.healthy: set[str] = set()
+        self.loads: list[dict[str, object]] = []
+        self.forgotten: set[str] = set()
+
+    def forget(self, name: str) -> None:
+        """The server restarts without a runtime-loaded adapter."""
+        self.adapters.discard(name)
+        self.forgotten.add(name)
 
 
 def make_app(state: UpstreamState) -> Starlette:
@@ -45,20 +65,24 @@ def make_app(state: UpstreamState) -> Starlette:
         body = await request.json()
         state.requests.append(body)
         model = body["model"]
-        if model == "slow":
+        if model == "missing" or model in state.forgotten:
+            error = {"message": f"The model `{model}` does not exist.", "type": "NotFoundError", "param": "model"}
+            return JSONResponse({"error": {**error, "code": 404}}, status_code=404)
+        behaviour = "ok" if model in state.healthy else model
+        if behaviour == "slow":
             await asyncio.sleep(5)
-        if model == "down":
+        if behaviour == "down":
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
-        if model == "garbage":
+        if behaviour == "garbage":
             return PlainTextResponse(
                 "<html>proxy error</html>", status_code=200, media_type="application/json"
             )
         if not body.get("stream"):
-            return JSONResponse(_completion(model))
+            return JSONResponse(_completion(model, bool(body.get("logprobs"))))
 
         async def chunks() -> AsyncIterator[str]:
             try:
-                for piece in [*ANSWER.split(" ")] * (50 if model == "long" else 1):
+                for piece in [*ANSWER.split(" ")] * (50 if behaviour == "long" else 1):
                     delta = {
                         "choices": [{"index": 0, "delta": {"content": piece + " "}, "finish_reason": None}]
                     }
@@ -88,9 +112,18 @@ def make_app(state: UpstreamState) -> Starlette:
         return StreamingResponse(chunks(), media_type="text/event-stream")
 
     async def models(_request: Request) -> Response:
-        return JSONResponse(
-            {"object": "list", "data": [{"id": "ok", "object": "model", "max_model_len": 2048}]}
-        )
+        listed = [{"id": "ok", "object": "model", "max_model_len": 2048}]
+        listed += [{"id": name, "object": "model", "parent": "ok"} for name in sorted(state.adapters)]
+        return JSONResponse({"object": "list", "data": listed})
+
+    async def load_lora_adapter(request: Request) -> Response:
+        if not state.runtime_lora:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await request.json()
+        state.loads.append(body)
+        state.adapters.add(str(body["lora_name"]))
+        state.forgotten.discard(str(body["lora_name"]))
+        return PlainTextResponse(f"Success: LoRA adapter '{body['lora_name']}' added successfully.")
 
     async def tokenize(request: Request) -> Response:
         body = await request.json()
@@ -108,6 +141,7 @@ def make_app(state: UpstreamState) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/models", models),
+            Route("/v1/load_lora_adapter", load_lora_adapter, methods=["POST"]),
             Route("/tokenize", tokenize, methods=["POST"]),
         ]
     )

@@ -2,8 +2,9 @@
 
 The choice, in order: the request's ``model`` (the base or an adapter; ``auto`` asks for routing), the
 collection's default model, then routing by domain: the question's embedding against each adapter's
-description and example questions; the best adapter at or above ``RoutingPolicy.threshold`` answers,
-otherwise the base model does.
+description and example questions, and against a fixed set of general questions
+(``app.rag.general_questions``) that stands for the base model. The best adapter answers when it is closer
+than the nearest general question by at least ``RoutingPolicy.margin``; otherwise the base model does.
 
 An adapter's answer is replaced by the base model's (same messages, same parameters) when the adapter fails
 (it cannot be loaded, the server answers an error, it is too slow, its output is empty or unreadable), is
@@ -40,6 +41,7 @@ from app.rag.errors import (
     UpstreamTimeoutError,
     WendaError,
 )
+from app.rag.general_questions import GENERAL_QUESTIONS
 from app.rag.llm import ChatModel, Completion, GenerationParams, StreamEnd, StreamEvent
 from app.rag.types import ChatMessage
 
@@ -77,7 +79,8 @@ _BREAKER_STATES = {"closed": BreakerState.CLOSED, "opened": BreakerState.OPEN, "
 @dataclass(frozen=True)
 class Route:
     """Which model answers and why; on a fallback, ``adapter`` is the one tried first and ``cause`` why it
-    did not answer. ``score`` is the best adapter's domain similarity when routing decided."""
+    did not answer. ``score``, when routing decided, is the best adapter's lead in similarity over the nearest
+    general question (at least the margin: the adapter answers)."""
 
     model: str
     reason: RouteReason
@@ -97,8 +100,9 @@ class Route:
 
 @dataclass(frozen=True)
 class RoutingPolicy:
-    # Cosine similarity of multilingual-e5-small query vectors; tuned on eval/routing (see its README).
-    threshold: float = 0.86
+    # How much closer (cosine) the question must be to an adapter's domain than to the nearest general
+    # question; measured on eval/routing with bench/routing.py.
+    margin: float = 0.0
     min_mean_logprob: float | None = -1.5
     fallback_on_unsupported: bool = True
     adapter_timeout_seconds: float = 60.0
@@ -109,12 +113,19 @@ class RoutingPolicy:
 class DomainScorer:
     """How close a question is to each adapter's domain: the highest cosine similarity of the question to the
     adapter's description or any of its example questions (all embedded as queries: question against
-    question). Domain vectors are embedded once per adapter text and kept."""
+    question); and to the nearest general question. Domain vectors are embedded once per adapter text."""
 
-    def __init__(self, embedder: Embedder) -> None:
+    def __init__(self, embedder: Embedder, general_questions: Sequence[str] = GENERAL_QUESTIONS) -> None:
         self._embedder = embedder
+        self._general_questions = tuple(general_questions)
+        self._general: np.ndarray | None = None
         self._vectors: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
         self._lock = threading.Lock()
+
+    def _general_vectors(self) -> np.ndarray:
+        if self._general is None:
+            self._general = self._embedder.embed_queries(list(self._general_questions))
+        return self._general
 
     def _domain_vectors(self, adapter: AdapterSpec) -> np.ndarray:
         texts = tuple(t for t in (adapter.description, *adapter.examples) if t.strip())
@@ -127,15 +138,17 @@ class DomainScorer:
             self._vectors[adapter.name] = (texts, vectors)
         return vectors
 
-    def scores(self, question: str, adapters: Sequence[AdapterSpec]) -> dict[str, float]:
-        """Blocking (embedding): call off the event loop."""
+    def scores(self, question: str, adapters: Sequence[AdapterSpec]) -> tuple[dict[str, float], float]:
+        """Each adapter's similarity to the question, and the nearest general question's. Blocking
+        (embedding): call off the event loop."""
         query = self._embedder.embed_queries([question])[0]
         result: dict[str, float] = {}
         for adapter in adapters:
             vectors = self._domain_vectors(adapter)
             if len(vectors):
                 result[adapter.name] = float(np.max(vectors @ query))
-        return result
+        general = self._general_vectors()
+        return result, float(np.max(general @ query)) if len(general) else -1.0
 
 
 class _AdapterFailed(Exception):
@@ -221,13 +234,14 @@ class ModelRouter:
         adapters = self._adapters()
         if not adapters or self._scorer is None:
             return Route(model=self.base_model, reason=RouteReason.AUTO)
-        scores = await asyncio.to_thread(self._scorer.scores, question, adapters)
+        scores, general = await asyncio.to_thread(self._scorer.scores, question, adapters)
         if not scores:
             return Route(model=self.base_model, reason=RouteReason.AUTO)
         best = max(scores, key=lambda name: scores[name])
-        score = round(scores[best], 4)
-        chosen = best if scores[best] >= self._policy.threshold else self.base_model
-        return Route(model=chosen, reason=RouteReason.AUTO, score=score)
+        # The score is the best adapter's lead over the nearest general question.
+        lead = scores[best] - general
+        chosen = best if lead >= self._policy.margin else self.base_model
+        return Route(model=chosen, reason=RouteReason.AUTO, score=round(lead, 4))
 
     def _is_adapter(self, route: Route) -> bool:
         return route.model != self.base_model

@@ -74,7 +74,11 @@ class RoutePublic(BaseModel):
         description="request: the request named it; collection: the collection's default; auto: routing by "
         "domain; fallback: the chosen adapter failed or was unsure and the base model answered."
     )
-    score: float | None = Field(None, description="auto: the best adapter's domain similarity.")
+    score: float | None = Field(
+        None,
+        description="auto: the best adapter's lead in similarity over the nearest general question (the "
+        "adapter answers at models.route_margin or above).",
+    )
     cause: (
         Literal[
             "not_loaded", "upstream_error", "timeout", "malformed", "low_confidence", "unsupported", "breaker_open"
