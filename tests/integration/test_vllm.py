@@ -14,7 +14,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,16 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="module")
 def vllm_url(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:PORT/v1`` of a vLLM server started for this module and stopped after it."""
+    with serve_vllm(bundled_model_dir, tmp_path_factory.mktemp("vllm") / "server.log") as url:
+        yield url
+
+
+@contextmanager
+def serve_vllm(
+    model_dir: Path, log_path: Path, extra_args: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """A vLLM server serving ``model_dir`` as SERVED_NAME until the block ends; skips (or fails, where vLLM is
+    required) when it cannot start."""
     python = os.environ.get("WENDA_TEST_VLLM_PYTHON", "")
     if not python or not Path(python).is_file():
         _unavailable("no vLLM virtualenv: set WENDA_TEST_VLLM_PYTHON (see .ci/run)")
@@ -71,14 +82,14 @@ def vllm_url(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         "VLLM_HOST_IP": "127.0.0.1",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
+        **(extra_env or {}),
     }
-    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     command = [
         python,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(bundled_model_dir),
+        str(model_dir),
         "--served-model-name",
         SERVED_NAME,
         "--max-model-len",
@@ -91,6 +102,7 @@ def vllm_url(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         str(port),
         "--enforce-eager",  # no graph compilation: ready in under a minute instead of two
         "--enable-log-requests",
+        *extra_args,
     ]
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
