@@ -4,6 +4,7 @@ loads their weights) and real PEFT adapters of the bundled model."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,4 +56,13 @@ def make_peft_adapter(base_dir: Path, directory: Path, *, seed: int, rank: int =
     )
     peft_model = get_peft_model(model, config)
     peft_model.save_pretrained(str(directory))
+    return directory
+
+
+def copy_for_other_base(adapter: Path, directory: Path, base_model: str = "meta-llama/Llama-3.2-1B") -> Path:
+    """The same adapter claiming to be trained on another base model."""
+    shutil.copytree(adapter, directory)
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = base_model
+    (directory / "adapter_config.json").write_text(json.dumps(config))
     return directory

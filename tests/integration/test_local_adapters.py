@@ -5,7 +5,6 @@ loaded base model."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from app.main import create_app
 from app.rag.llm import GenerationParams
 from app.rag.llm_local import LocalChatModel
 from app.rag.types import ChatMessage
-from tests.adapters import make_peft_adapter, write_adapter
+from tests.adapters import copy_for_other_base, make_peft_adapter, write_adapter
 from tests.api.test_documents_api import assert_envelope
 from tests.conftest import make_settings
 from tests.fakes import FakeEmbedder
@@ -34,11 +33,7 @@ def adapters(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("adapters")
     valid = make_peft_adapter(bundled_model_dir, root / "valid", seed=1)
     second = make_peft_adapter(bundled_model_dir, root / "second", seed=2)
-    other_base = root / "other-base"
-    shutil.copytree(valid, other_base)
-    config = json.loads((other_base / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B"
-    (other_base / "adapter_config.json").write_text(json.dumps(config))
+    other_base = copy_for_other_base(valid, root / "other-base")
     corrupt = root / "corrupt"
     shutil.copytree(valid, corrupt)
     weights = corrupt / "adapter_model.safetensors"

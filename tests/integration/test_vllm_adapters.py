@@ -5,8 +5,6 @@ requests answered by the right weights, and the fallback to the base model when 
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from app.main import create_app
 from app.rag.llm import GenerationParams
 from app.rag.llm_openai import OpenAIChatModel
 from app.rag.types import ChatMessage
-from tests.adapters import make_peft_adapter
+from tests.adapters import copy_for_other_base, make_peft_adapter
 from tests.api.test_documents_api import assert_envelope, upload, wait_for_job
 from tests.conftest import make_settings
 from tests.fakes import FakeEmbedder
@@ -39,11 +37,7 @@ def adapters(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("vllm-adapters")
     static = make_peft_adapter(bundled_model_dir, root / "static", seed=1)
     runtime = make_peft_adapter(bundled_model_dir, root / "runtime", seed=2)
-    other_base = root / "other-base"
-    shutil.copytree(static, other_base)
-    config = json.loads((other_base / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B"
-    (other_base / "adapter_config.json").write_text(json.dumps(config))
+    other_base = copy_for_other_base(static, root / "other-base")
     return {"static": static, "runtime": runtime, "other-base": other_base}
 
 
