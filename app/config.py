@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -205,6 +205,44 @@ class ModelSettings(BaseModel):
     )
 
 
+class FactSettings(BaseModel):
+    """Facts no document holds: the clock, the calendar, arithmetic (app/rag/facts)."""
+
+    enabled: bool = Field(
+        True,
+        description="Supply facts (today's date in the prompt, dates, day counts, sums, tools) and check answers "
+        "against them; false answers from the documents alone.",
+    )
+
+    default_timezone: str = Field(
+        "Asia/Shanghai",
+        description="The IANA time zone of a request that gives no `tz`: today's date and the question's dates "
+        "are read there.",
+    )
+
+    tools_file: Path | None = Field(
+        None,
+        description="A YAML file of HTTP tools and MCP servers that supply facts (see README, \"Facts\"); none "
+        "by default.",
+    )
+    tool_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a tool's URL may name (HTTP tools and MCP servers over HTTP); a tool elsewhere is "
+        "refused at start-up.",
+    )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}: give an IANA name such as 'Asia/Shanghai'") from error
+        return value
+
+
 class RefusalSettings(BaseModel):
     """When wenda refuses instead of answering (see README, "How wenda decides to refuse"). The defaults are
     the values the dev evals were measured with."""
@@ -297,6 +335,7 @@ class Settings(BaseSettings):
     refusal: RefusalSettings = Field(default_factory=RefusalSettings)
     answers: AnswerRecordSettings = Field(default_factory=AnswerRecordSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    facts: FactSettings = Field(default_factory=FactSettings)
     sse_keepalive_seconds: float = Field(
         15.0,
         gt=0,

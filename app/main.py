@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
                 logger.warning("index reconciled: %s", report)
         if settings.models.adapters:
             await run_in_threadpool(models_service.register_configured_adapters, built, settings.models.adapters)
+        for note in await built.facts.start():  # the MCP servers' tools, listed once
+            logger.warning("%s", note)
         app.state.components = built
         built.answer_log.start()
         if settings.worker.in_process:
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             # Answers still queued are written before the engine goes: none is lost on a normal shutdown.
             await run_in_threadpool(built.answer_log.close)
             await run_in_threadpool(built.store.close)
+            await built.facts.aclose()
             built.close_database()
 
     app = FastAPI(

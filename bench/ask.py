@@ -112,7 +112,7 @@ UPSTREAM_WINDOW = 8192
 ADAPTER = "bench-adapter"
 FAILING_ADAPTER = "bench-failing"
 MODELS = {"base": None, "adapter": ADAPTER, "failing-adapter": FAILING_ADAPTER}
-STAGES = ("rewrite", "retrieve", "route", "evidence", "pack", "generate", "verify")
+STAGES = ("rewrite", "facts", "retrieve", "route", "evidence", "pack", "generate", "verify")
 IDLE_SECONDS = 1.0
 CONTROL_CALLS = 5
 

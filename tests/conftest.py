@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
 
 from app.components import Components, build_components
 from app.config import Settings
@@ -100,12 +100,14 @@ def client(services: Components) -> Iterator[TestClient]:
 
 
 @contextlib.contextmanager
-def served_on_loopback(app: FastAPI) -> Iterator[str]:
+def served_on_loopback(app: ASGIApp) -> Iterator[str]:
     """``app`` served for real by uvicorn on a free loopback port, for as long as the block runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # A graceful shutdown waits at most 2 s for requests still running (a slow tool's, say).
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -8,6 +8,8 @@ from app.rag.answering import Answer
 from app.schemas.ask import (
     AskResponse,
     CitationPublic,
+    FactCheckPublic,
+    FactPublic,
     RefusalPublic,
     RoutePublic,
     SentencePublic,
@@ -60,6 +62,11 @@ def answer_response(answer: Answer, query_id: str, *, debug: bool) -> AskRespons
         ),
         model=answer.model,
         route=RoutePublic.model_validate(answer.route.as_dict()) if answer.route else None,
+        facts=[FactPublic(name=f.name, value=f.value, source=f.source) for f in answer.facts],
+        fact_check=FactCheckPublic.model_validate(
+            {**answer.fact_check.as_dict(), "notes": list(answer.fact_notes)}
+        ),
+        timezone=answer.timezone,
         timings=answer.timings,
         passages_used=answer.passages_used,
         passages_dropped=answer.passages_dropped,

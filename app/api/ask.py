@@ -33,6 +33,9 @@ def ask_input(body: AskRequest) -> asking.AskInput:
         top_p=body.top_p,
         max_tokens=body.max_tokens,
         history=tuple(ChatMessage(turn.role, turn.content) for turn in body.history),
+        timezone=body.tz,
+        compare=body.compare,
+        stream=body.stream,
     )
 
 

@@ -52,6 +52,8 @@ def _as_ask_request(body: ChatCompletionRequest) -> AskRequest:
             max_tokens=body.max_completion_tokens or body.max_tokens,
             template=body.template,
             history=[Turn(role=m.role, content=m.content or "") for m in turns[:-1]],
+            tz=body.tz,
+            compare=body.compare,
         )
     except ValidationError as error:
         # /v1/ask's limits (question length, history turns) apply here too, reported like any bad input.
@@ -87,6 +89,8 @@ async def chat_completions(
             query_id=query_id,
             refusal=response.refusal,
             route=response.route,
+            facts=response.facts,
+            fact_check=response.fact_check,
         )
 
     def data(payload: object) -> dict[str, str]:
@@ -114,6 +118,8 @@ async def chat_completions(
                         "query_id": query_id,
                         "usage": final.usage.model_dump(),
                         "route": final.route.model_dump(exclude_none=True) if final.route else None,
+                        "facts": [f.model_dump() for f in final.facts],
+                        "fact_check": final.fact_check.model_dump(),
                     }
                     yield chunk(final.model, {}, finish_reason="stop", extra=extra)
                 else:

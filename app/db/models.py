@@ -190,6 +190,11 @@ class AnswerRecord(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Which model answered and why: {"model", "reason", "score"?, "cause"?, "adapter"?} (app.rag.routing).
     route: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The facts supplied (clock, calendar, calculator, tools), the check of the answer against them (with
+    # notes on tools that gave nothing), and the asker's time zone.
+    facts: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    fact_check: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timezone: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -1,5 +1,5 @@
-"""The one answer flow: retrieve → supplementary evidence (facts, corrections) → pack → generate → check →
-record, or say plainly the documents do not say.
+"""The one answer flow: facts → retrieve → supplementary evidence (corrections) → pack → generate → check
+against the facts and the evidence → record, or say plainly the documents do not say.
 
 Every way of asking (``/v1/ask``, ``/v1/chat/completions``, ``wenda ask``, ``wenda eval answers``), streamed
 or not, runs through ``AnswerFlow``: ``prepare`` does everything that can fail before the first byte of a
@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from app.rag.adapters import AUTO
@@ -23,6 +23,8 @@ from app.rag.answerability import unmentioned_names
 from app.rag.citations import CheckedAnswer, Passage, check_answer
 from app.rag.errors import InvalidInputError, NotFoundError
 from app.rag.evidence import Correction, DocumentSpan, Evidence, Fact
+from app.rag.facts.layer import FactFindings, FactLayer
+from app.rag.facts.postcheck import FactCheck, FactVerdict, check_facts
 from app.rag.llm import ChatModel, Completion, GenerationParams, StreamDelta, StreamEnd, Usage
 from app.rag.prompts import PromptLibrary, detect_language, passages_for_prompt
 from app.rag.refusal import Refusal, RefusalPolicy, RefusalReason
@@ -54,6 +56,8 @@ class AnswerRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     history: tuple[ChatMessage, ...] = ()
     default_model: str | None = None  # the collection's default model, if it has one
+    timezone: str | None = None  # the asker's IANA time zone; None: the server's default
+    compare: bool = False  # an adapter and the base model answer at once; the better-supported answer is kept
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class PreparedAnswer:
     usage: Usage  # what preparing cost (the rewrite call), added to the answer's usage
     timings: dict[str, float]
     route: Route
+    findings: FactFindings  # the facts found before retrieval, and today's date where the asker is
     refusal: Refusal | None = None  # set when the evidence cannot answer: the model is then not asked
 
     @property
@@ -98,6 +103,10 @@ class Answer:
     refusal: Refusal | None = None
     error: str | None = None  # for a failed answer: the error's type, never its text (it may quote documents)
     route: Route | None = None  # which model answered and why; None when the request failed before choosing
+    facts: tuple[Fact, ...] = ()  # every fact found for the question (packed or not)
+    fact_check: FactCheck = field(default_factory=lambda: FactCheck(FactVerdict.NONE))
+    fact_notes: tuple[str, ...] = ()  # tools asked that gave nothing, and why
+    timezone: str = ""
 
     @property
     def passages_used(self) -> int:
@@ -121,6 +130,15 @@ def _discard(_answer: Answer) -> None:
     pass
 
 
+def _support(answer: Answer) -> float:
+    """How well an answer rests on its evidence, for compare: the supported share if grounded, else 0."""
+    return answer.checked.supported_share if answer.grounded and answer.checked else 0.0
+
+
+def _with_route(answer: Answer, route: Route) -> Answer:
+    return replace(answer, route=route)
+
+
 def _unsupported(answer: Answer) -> bool:
     return answer.refusal is not None and answer.refusal.reason is RefusalReason.UNSUPPORTED
 
@@ -136,8 +154,10 @@ class AnswerFlow:
         sources: Sequence[EvidenceSource] = (),
         record: Record = _discard,
         router: ModelRouter | None = None,
+        facts: FactLayer | None = None,
     ) -> None:
         self._llm = llm
+        self._facts = facts or FactLayer()
         self._router = router or ModelRouter(llm=llm)
         self._prompts = prompts
         self._retrieve = retrieve
@@ -161,10 +181,15 @@ class AnswerFlow:
                     timings["generate"] = time.perf_counter() - began  # a fallback's includes the adapter's
                     return await self._finish(prepared, completion, timings, route)
 
-                # The router generates, and generates again with the base model if the adapter fails.
-                answer = await self._router.complete(
-                    prepared.route, prepared.messages, request.params, finish, _unsupported
-                )
+                if request.compare:
+                    answer = await self._router.compare(
+                        prepared.route, prepared.messages, request.params, finish, _support, _with_route
+                    )
+                else:
+                    # The router generates, and generates again with the base model if the adapter fails.
+                    answer = await self._router.complete(
+                        prepared.route, prepared.messages, request.params, finish, _unsupported
+                    )
             else:
                 # Nothing to answer from: no call, no invention.
                 completion = Completion(text="", usage=Usage(0, 0), finish_reason="stop", model=prepared.route.model)
@@ -186,6 +211,7 @@ class AnswerFlow:
         language = detect_language(request.question)
         try:
             template = self._prompts.get(request.template)  # unknown names fail before any work
+            self._facts.check_timezone(request.timezone)  # so does an unknown time zone
             if request.model and request.model != AUTO:
                 # An unknown model is a 404 before any work; routing itself waits for the standalone question.
                 await self._router.choose(requested=request.model, collection_default=None, question="")
@@ -194,7 +220,12 @@ class AnswerFlow:
             timings["rewrite"] = time.perf_counter() - began
 
             began = time.perf_counter()
-            chunks = await self._retrieve(standalone, request.top_k)
+            # Dates resolved first: retrieval looks for "上周五" as the day it was.
+            findings = await self._facts.gather(standalone, language, request.timezone)
+            timings["facts"] = time.perf_counter() - began
+
+            began = time.perf_counter()
+            chunks = await self._retrieve(findings.retrieval_query, request.top_k)
             timings["retrieve"] = time.perf_counter() - began
 
             began = time.perf_counter()
@@ -211,10 +242,11 @@ class AnswerFlow:
             # Corrections and facts first: they are few, specific, and the first passage is read most closely.
             evidence: list[Evidence] = [
                 *(e for e in supplementary if isinstance(e, Correction)),
+                *findings.facts,
                 *(e for e in supplementary if isinstance(e, Fact)),
                 *chunks,
             ]
-            passages, messages = await self._pack(template.name, language, standalone, evidence, request)
+            passages, messages = await self._pack(template.name, language, standalone, evidence, request, findings)
             timings["pack"] = time.perf_counter() - began
         except Exception as error:
             self._record_failure(request, language, timings, error)
@@ -229,6 +261,7 @@ class AnswerFlow:
             usage=rewrite_usage,
             timings=timings,
             route=route,
+            findings=findings,
             refusal=self._refusal_before_generation(standalone, evidence, passages),
         )
 
@@ -281,6 +314,7 @@ class AnswerFlow:
         question: str,
         evidence: Sequence[Evidence],
         request: AnswerRequest,
+        findings: FactFindings,
     ) -> tuple[list[Passage], list[ChatMessage]]:
         """Number the evidence and drop the lowest-ranked until the prompt fits the model's window. Adapters
         share the base model's tokenizer and window, so the base model counts for all."""
@@ -288,7 +322,7 @@ class AnswerFlow:
         budget = await self._llm.context_window(base_model) - request.params.max_tokens - PACKING_MARGIN
         kept = [Passage(number=n, evidence=e) for n, e in enumerate(evidence, start=1)]
         while True:
-            messages = self._messages(template, language, question, kept, request.history)
+            messages = self._messages(template, language, question, kept, request.history, findings)
             if await self._llm.count_tokens(messages, base_model) <= budget or not kept:
                 break
             kept.pop()
@@ -307,10 +341,17 @@ class AnswerFlow:
         question: str,
         passages: Sequence[Passage],
         history: Sequence[ChatMessage],
+        findings: FactFindings,
     ) -> list[ChatMessage]:
-        rendered = self._prompts.render(
-            template, language, {"question": question, "passages": passages_for_prompt(passages)}
-        )
+        variables = {
+            "question": question,
+            "passages": passages_for_prompt(passages),
+            # Today where the asker is, at day granularity (the system prompt stays the same all day), and
+            # the facts found, for templates that phrase them their own way.
+            **findings.calendar.for_template(language),
+            "facts": [{"name": f.name, "value": f.value, "source": f.source} for f in findings.facts],
+        }
+        rendered = self._prompts.render(template, language, variables)
         # Earlier turns go between the instructions and the new question, as a chat model expects them.
         return [rendered[0], *history, *rendered[1:]]
 
@@ -358,14 +399,19 @@ class AnswerFlow:
         refusal = prepared.refusal
         checked: CheckedAnswer | None = None
         grounded = False
+        fact_check = FactCheck(FactVerdict.NONE)
         if refusal is None:
             if is_refusal(completion.text, refusal_text) or not completion.text.strip():
                 refusal = Refusal(RefusalReason.MODEL_REFUSED, "the model found no answer in the passages")
             else:
+                # A date or sum that contradicts a fact is corrected before the citation check reads it.
+                text, fact_check = check_facts(
+                    completion.text, prepared.findings, prepared.passages, prepared.language
+                )
                 # CPU work on a long answer: off the event loop.
                 checked = await asyncio.to_thread(
                     check_answer,
-                    completion.text,
+                    text,
                     prepared.passages,
                     prepared.standalone_question,
                     self._policy,
@@ -397,6 +443,10 @@ class AnswerFlow:
             raw_answer=completion.text,
             refusal=None if grounded else refusal,
             route=route,
+            facts=prepared.findings.facts,
+            fact_check=fact_check,
+            fact_notes=prepared.findings.notes,
+            timezone=prepared.findings.calendar.timezone,
         )
 
     def _grounded(self, checked: CheckedAnswer) -> bool:
@@ -442,6 +492,9 @@ class AnswerFlow:
             raw_answer=raw,
             error=error,
             route=route,
+            facts=prepared.findings.facts,
+            fact_notes=prepared.findings.notes,
+            timezone=prepared.findings.calendar.timezone,
         )
 
     def _record_unfinished(
@@ -475,5 +528,6 @@ class AnswerFlow:
             usage=Usage(0, 0),
             timings=timings,
             route=Route(model=request.model or self._router.base_model, reason=RouteReason.REQUEST),
+            findings=FactFindings(facts=(), retrieval_query=request.question, calendar=self._facts.calendar(request.timezone)),
         )
         self._record(self._unfinished(nothing_yet, AnswerStatus.FAILED, "", timings, type(error).__name__, None))

@@ -398,12 +398,14 @@ _SPACES = re.compile(r"\s+")
 
 def _fact_support(claim: Claim, sentence: str, fact: Fact) -> tuple[float, int, int]:
     """A sentence rests on a fact when it writes the fact's value verbatim (spacing aside) and claims no
-    number, path or name that the value does not hold: "今天是2026年12月2日" on the clock's date, not "the
-    meeting is in room 3 on 2026-12-02"."""
+    number, path or name that the fact (its name, value and the question's words it answers for) does not
+    hold: "今天是2026年12月2日" on the clock's date, not "the meeting is in room 3 on 2026-12-02"."""
     value = _SPACES.sub("", fact.value)
     if not value or value not in _SPACES.sub("", sentence):
         return 0.0, 0, 0
-    if not all(_contains_exact(fact.value, token) for token in claim.exact):
+    # The fact as the prompt states it ("从今天（2026年12月2日）到2027年1月1日的天数是30天") may be copied whole.
+    stated = f"{fact.name} {fact.value} {' '.join(fact.mentions)}"
+    if not all(_contains_exact(stated, token) for token in claim.exact):
         return 0.0, 0, 0
     return 1.0, 0, len(fact.value)
 

@@ -54,6 +54,9 @@ class Fact:
     name: str
     value: str
     source: str
+    # The question's own words the fact answers for ("3.5万", "12800"): the check that every name the question
+    # uses is mentioned somewhere finds them here.
+    mentions: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -61,7 +64,7 @@ class Fact:
 
     @property
     def mentionable_text(self) -> str:
-        return self.text
+        return " ".join([self.text, *self.mentions])
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ class PromptVariableError(InvalidInputError):
 class FewShotExample:
     variables: Mapping[str, Any]
     answer: str
+    # "facts": shown instead of the others when the real passages hold a fact (a small model copies the
+    # example's shape: a command for a document, a value for a fact).
+    when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class PromptLibrary:
             passages = [
                 {
                     "number": n,
-                    "kind": "document",
+                    "kind": p.get("kind", "document"),
                     "source": p.get("source", ""),
                     "section": p.get("section", ""),
                     "text": p["text"],
@@ -117,7 +120,9 @@ class PromptLibrary:
             ]
             examples.append(
                 FewShotExample(
-                    variables={"question": item["question"], "passages": passages}, answer=item["answer"]
+                    variables={"question": item["question"], "passages": passages},
+                    answer=item["answer"],
+                    when=item.get("when"),
                 )
             )
         return examples
@@ -158,7 +163,7 @@ class PromptLibrary:
             raise InvalidInputError(f"unsupported language {language!r}", param="language")
         values = {"language": language, "refusal": template.refusal[language], **variables}
         messages = [ChatMessage("system", self._render_file(name, f"system.{language}.j2", values))]
-        for example in template.examples.get(language, ()):
+        for example in _examples_for(template.examples.get(language, ()), values.get("passages")):
             messages.append(
                 ChatMessage(
                     "user", self._render_file(name, f"user.{language}.j2", {**values, **example.variables})
@@ -179,6 +184,15 @@ class PromptLibrary:
         except TemplateError as error:
             logger.error("prompt template %s/%s failed to render: %s", name, filename, error)
             raise
+
+
+def _examples_for(examples: Sequence[FewShotExample], passages: Any) -> list[FewShotExample]:
+    """The examples ``when: facts`` if a passage is a fact and there are such examples; else the others."""
+    has_fact = any(isinstance(p, Mapping) and p.get("kind") == "fact" for p in passages or ())
+    for_facts = [e for e in examples if e.when == "facts"]
+    if has_fact and for_facts:
+        return for_facts
+    return [e for e in examples if e.when is None]
 
 
 def detect_language(text: str) -> str:

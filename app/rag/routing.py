@@ -65,6 +65,7 @@ class FallbackCause(StrEnum):
     LOW_CONFIDENCE = "low_confidence"  # mean token log-probability below the threshold
     UNSUPPORTED = "unsupported"  # the citation check found the adapter's answer unsupported
     BREAKER_OPEN = "breaker_open"  # the adapter failed too often lately: not tried
+    OUTSCORED = "outscored"  # compare: the base model's answer was better supported than the adapter's
 
 
 class BreakerState(StrEnum):
@@ -87,14 +88,17 @@ class Route:
     score: float | None = None
     cause: FallbackCause | None = None
     adapter: str | None = None
+    # compare: how well each answer was supported (None: that model gave no answer)
+    compared: tuple[tuple[str, float | None], ...] | None = None
 
     def fallback(self, base_model: str, cause: FallbackCause) -> Route:
         return Route(model=base_model, reason=RouteReason.FALLBACK, score=self.score, cause=cause, adapter=self.model)
 
     def as_dict(self) -> dict[str, Any]:
-        fields = {"model": self.model, "reason": self.reason.value, "score": self.score}
+        fields: dict[str, Any] = {"model": self.model, "reason": self.reason.value, "score": self.score}
         fields["cause"] = self.cause.value if self.cause else None
         fields["adapter"] = self.adapter
+        fields["compare"] = dict(self.compared) if self.compared is not None else None
         return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -310,6 +314,51 @@ class ModelRouter:
                 route.fallback(self.base_model, FallbackCause.UNSUPPORTED), messages, params, finish
             )
         return result
+
+    async def compare(
+        self,
+        route: Route,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        finish: Callable[[Completion, Route], Awaitable[T]],
+        score: Callable[[T], float],
+        relabel: Callable[[T, Route], T],
+    ) -> T:
+        """The adapter and the base model answer at once; the better-supported answer is kept (the adapter's
+        on a tie), and the route reports both scores. An adapter that fails leaves the base model's answer."""
+        if not self._is_adapter(route):
+            return await self.complete(route, messages, params, finish, lambda _result: False)
+
+        async def adapter_answer() -> T:
+            completion = await self._attempt(
+                route.model,
+                lambda: self._llm.complete(messages, model=route.model, params=self._params(params)),
+                lambda c: not c.text.strip(),
+            )
+            return await finish(completion, route)
+
+        async def base_answer() -> T:
+            completion = await self._llm.complete(messages, model=self.base_model, params=params)
+            return await finish(completion, route.fallback(self.base_model, FallbackCause.OUTSCORED))
+
+        adapter_result, base_result = await asyncio.gather(adapter_answer(), base_answer(), return_exceptions=True)
+        for result in (adapter_result, base_result):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: no model's failure
+        adapter_score = None if isinstance(adapter_result, BaseException) else round(score(adapter_result), 4)
+        base_score = None if isinstance(base_result, BaseException) else round(score(base_result), 4)
+        compared = ((route.model, adapter_score), (self.base_model, base_score))
+        if isinstance(adapter_result, BaseException):
+            if isinstance(base_result, BaseException):
+                raise base_result
+            failed = adapter_result.cause if isinstance(adapter_result, _AdapterFailed) else FallbackCause.UPSTREAM_ERROR
+            return relabel(base_result, replace(route.fallback(self.base_model, failed), compared=compared))
+        if isinstance(base_result, BaseException) or base_score is None or adapter_score is None:
+            return relabel(adapter_result, replace(route, compared=compared))
+        if base_score > adapter_score:
+            outscored = route.fallback(self.base_model, FallbackCause.OUTSCORED)
+            return relabel(base_result, replace(outscored, compared=compared))
+        return relabel(adapter_result, replace(route, compared=compared))
 
     async def _complete_with_base(
         self,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.text import QuestionText
+from app.schemas.text import QuestionText, TimeZoneName
 
 
 class Turn(BaseModel):
@@ -35,6 +35,12 @@ class AskRequest(BaseModel):
         default_factory=list, max_length=50, description="Earlier turns, oldest first."
     )
     debug: bool = Field(False, description="Return the rendered messages and the raw model answer.")
+    tz: TimeZoneName = None
+    compare: bool = Field(
+        False,
+        description="With an adapter chosen: the adapter and the base model answer at once and the better-supported "
+        "answer is kept; `route.compare` gives both scores. Not with `stream`.",
+    )
 
 
 class CitationPublic(BaseModel):
@@ -81,11 +87,49 @@ class RoutePublic(BaseModel):
     )
     cause: (
         Literal[
-            "not_loaded", "upstream_error", "timeout", "malformed", "low_confidence", "unsupported", "breaker_open"
+            "not_loaded",
+            "upstream_error",
+            "timeout",
+            "malformed",
+            "low_confidence",
+            "unsupported",
+            "breaker_open",
+            "outscored",
         ]
         | None
     ) = Field(None, description="fallback: why the adapter did not answer.")
     adapter: str | None = Field(None, description="fallback: the adapter that was chosen first.")
+    compare: dict[str, float | None] | None = Field(
+        None,
+        description="compare: each model's support score (the supported share of a grounded answer, 0 for a "
+        "refusal, null when it gave no answer).",
+    )
+
+
+class FactPublic(BaseModel):
+    """A value no document holds, supplied before generation and cited like a passage."""
+
+    name: str = Field(description="What it is: \"today's date (Asia/Shanghai)\", \"“上周五”的日期\".")
+    value: str = Field(description="The value, as the answer should write it.")
+    source: str = Field(description="clock, calendar, calculator, or tool:NAME.")
+
+
+class FactIssuePublic(BaseModel):
+    fact: str = Field(description="The fact contradicted.")
+    wrote: str = Field(description="What the model wrote.")
+    expected: str = Field(description="What the fact says.")
+    action: Literal["corrected", "flagged"]
+
+
+class FactCheckPublic(BaseModel):
+    """The answer read against the facts: dates, weekdays, day counts and results that contradict one are
+    corrected when there is one thing to correct, flagged otherwise."""
+
+    verdict: Literal["none", "consistent", "corrected", "flagged"]
+    issues: list[FactIssuePublic] = Field(default_factory=list)
+    notes: list[str] = Field(
+        default_factory=list, description="Tools asked that gave no fact, and why (down, slow, malformed)."
+    )
 
 
 class RefusalPublic(BaseModel):
@@ -103,6 +147,13 @@ class AskResponse(BaseModel):
     usage: UsagePublic
     model: str
     route: RoutePublic | None = Field(None, description="Which model answered and why.")
+    facts: list[FactPublic] = Field(
+        default_factory=list, description="Facts supplied before generation (the clock, dates, sums, tools)."
+    )
+    fact_check: FactCheckPublic = Field(
+        default_factory=lambda: FactCheckPublic(verdict="none"), description="The answer checked against the facts."
+    )
+    timezone: str = Field("", description="The time zone the question's dates were read in.")
     timings: dict[str, float] = Field(description="Seconds per stage.")
     passages_used: int = Field(description="Evidence given to the model.")
     passages_dropped: int = Field(description="Evidence found but left out to fit the model's window.")
@@ -135,6 +186,9 @@ class QueryPublic(BaseModel):
     passages_dropped: int
     error: str | None
     route: dict[str, Any] = Field(description="Which model answered and why (see AskResponse.route).")
+    facts: list[dict[str, str]] = Field(description="The facts supplied (see AskResponse.facts).")
+    fact_check: dict[str, Any] = Field(description="The check against them (see AskResponse.fact_check).")
+    timezone: str
     created_at: datetime
 
 

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.ask import CitationPublic, RefusalPublic, RoutePublic, UsagePublic
+from app.schemas.ask import (
+    CitationPublic,
+    FactCheckPublic,
+    FactPublic,
+    RefusalPublic,
+    RoutePublic,
+    UsagePublic,
+)
+from app.schemas.text import TimeZoneName
 
 
 class ChatMessageIn(BaseModel):
@@ -32,6 +40,8 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, description="wenda: passages retrieved (default retrieval.answer_top_k)."
     )
+    tz: TimeZoneName = None
+    compare: bool = Field(False, description="wenda: adapter and base model answer at once (see /v1/ask).")
 
 
 class ChatMessageOut(BaseModel):
@@ -57,6 +67,8 @@ class ChatCompletionResponse(BaseModel):
     query_id: str = Field(description="wenda: the id to rate or correct this answer by (GET /v1/queries/{id}).")
     refusal: RefusalPublic | None = Field(None, description="wenda: why the answer is the refusal.")
     route: RoutePublic | None = Field(None, description="wenda: which model answered and why.")
+    facts: list[FactPublic] = Field(default_factory=list, description="wenda: facts supplied before generation.")
+    fact_check: FactCheckPublic | None = Field(None, description="wenda: the answer checked against the facts.")
 
 
 def chunk_payload(

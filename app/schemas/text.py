@@ -6,6 +6,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from app.rag.errors import InvalidInputError
+from app.rag.facts.clock import zone
+
 
 def _not_blank(value: str) -> str:
     if not value.strip():
@@ -15,3 +18,25 @@ def _not_blank(value: str) -> str:
 
 # A question or a query: whitespace alone asks nothing, and is refused before any work.
 QuestionText = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
+
+
+def _known_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            zone(value)
+        except InvalidInputError as error:
+            raise ValueError(error.message) from error
+    return value
+
+
+# An IANA time zone name; an unknown one is a 422 that names it. None: the server's facts.default_timezone.
+TimeZoneName = Annotated[
+    str | None,
+    Field(
+        None,
+        max_length=64,
+        description="The asker's IANA time zone (Asia/Shanghai, Europe/Berlin): today's date and the question's "
+        "dates are read there. Default: the server's facts.default_timezone.",
+    ),
+    AfterValidator(_known_zone),
+]

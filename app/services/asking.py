@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.components import Components
 from app.rag.answering import Answer, AnswerFlow, AnswerRequest, PreparedAnswer, Retrieve
+from app.rag.errors import InvalidInputError
 from app.rag.evidence import DocumentSpan
 from app.rag.llm import GenerationParams
 from app.rag.types import ChatMessage
@@ -36,6 +37,9 @@ class AskInput:
     top_p: float | None = None
     max_tokens: int | None = None
     history: tuple[ChatMessage, ...] = ()
+    timezone: str | None = None  # IANA name; None: the server's facts.default_timezone
+    compare: bool = False  # adapter and base model answer at once (not streamed)
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ def answer_request(components: Components, ask: AskInput) -> AnswerRequest:
     """Defaults filled in and limits checked; an unknown template is a 404 before any work."""
     settings = components.settings
     template = components.prompts.requested(ask.template)
+    if ask.compare and ask.stream:
+        raise InvalidInputError(
+            "compare answers with two models and keeps one: it cannot be streamed", param="compare"
+        )
     return AnswerRequest(
         question=ask.question,
         model=ask.model,
@@ -74,6 +82,8 @@ def answer_request(components: Components, ask: AskInput) -> AnswerRequest:
             stop=template.stop,
         ),
         history=ask.history,
+        timezone=ask.timezone,
+        compare=ask.compare,
     )
 
 
@@ -101,6 +111,7 @@ async def start_answer(
         sources=components.evidence_sources,
         record=partial(components.answer_log.record, context),
         router=components.router,
+        facts=components.facts,
     )
     return StartedAnswer(query_id=query_id, prepared=await flow.prepare(request), flow=flow)
 

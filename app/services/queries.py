@@ -67,6 +67,9 @@ class QueryRecord:
     passages_dropped: int
     error: str | None
     route: dict[str, Any]
+    facts: list[dict[str, str]]
+    fact_check: dict[str, Any]
+    timezone: str
     created_at: datetime
 
 
@@ -108,6 +111,9 @@ def record_row(context: AnswerContext, answer: Answer, *, created_at: datetime) 
         "passages_dropped": answer.passages_dropped,
         "error": answer.error,
         "route": answer.route.as_dict() if answer.route else {},
+        "facts": [{"name": f.name, "value": f.value, "source": f.source} for f in answer.facts],
+        "fact_check": {**answer.fact_check.as_dict(), "notes": list(answer.fact_notes)},
+        "timezone": answer.timezone,
         "created_at": created_at,
     }
 

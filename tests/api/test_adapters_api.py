@@ -188,3 +188,19 @@ def test_collection_default_model_and_a_lost_runtime_adapter(settings: Settings,
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_compare_answers_with_both_models_over_http(settings: Settings, tmp_path: Path) -> None:
+    with serving(settings, lambda state: state.adapters.update({"good", "down"})) as (client, state):
+        for name in ("good", "down"):
+            assert register(client, tmp_path, name).status_code == 201
+        before = len(state.requests)
+        both = _route(client, model="good", compare=True)
+        # Both models were asked; their answers are equally supported here, so the adapter's stands.
+        assert {r["model"] for r in state.requests[before:] if "messages" in r} >= {"good", "ok"}
+        assert (both["model"], both["reason"]) == ("good", "request")
+        assert set(both["compare"]) == {"good", "ok"} and both["compare"]["good"] == both["compare"]["ok"]
+        down = _route(client, model="down", compare=True)
+        assert (down["model"], down["cause"], down["compare"]["down"]) == ("ok", "upstream_error", None)
+        streamed = client.post("/v1/ask", json={**ASK, "model": "good", "compare": True, "stream": True})
+        assert assert_envelope(streamed, 400)["param"] == "compare"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from app.components import prompts_directory
 from app.config import Settings
 from app.rag.answering import Answer, AnswerFlow, AnswerRequest
 from app.rag.evidence import Correction, DocumentSpan, EvidenceKind, Fact
+from app.rag.facts.clock import FixedClock
+from app.rag.facts.layer import FactFindings, FactLayer
+from app.rag.facts.postcheck import FactVerdict
 from app.rag.llm import GenerationParams
 from app.rag.prompts import PromptLibrary
 from app.rag.refusal import RefusalPolicy, RefusalReason
@@ -18,6 +22,8 @@ from tests.fakes import FakeChatModel, ScriptedChatModel
 TEXT = "粘滞位保护目录中的文件不被其他用户删除。" * 4
 PROMPTS = PromptLibrary(prompts_directory(Settings()))
 
+
+NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Wednesday
 
 def _chunks(count: int, text: str = TEXT) -> list[DocumentSpan]:
     return [
@@ -57,6 +63,7 @@ def _flow(
         policy=policy or RefusalPolicy(),
         sources=sources,
         record=(records.append if records is not None else lambda _answer: None),
+        facts=FactLayer(clock=FixedClock(NOW)),
     )
 
 
@@ -69,9 +76,9 @@ def test_passages_that_do_not_fit_the_window_are_dropped_and_reported() -> None:
     assert (roomy.passages_used, roomy.passages_dropped) == (5, 0)
     # A window that holds the instructions, the examples and about two passages beside max_tokens.
     tight_llm = FakeChatModel(window=1)
-    base = asyncio.run(
-        tight_llm.count_tokens(_flow(tight_llm, 0)._messages("qa", "zh", "粘滞位有什么作用？", [], ()), "m")
-    )
+    no_facts = FactFindings((), "粘滞位有什么作用？", FactLayer().calendar())
+    messages = _flow(tight_llm, 0)._messages("qa", "zh", "粘滞位有什么作用？", [], (), no_facts)
+    base = asyncio.run(tight_llm.count_tokens(messages, "m"))
     per_passage = len(_chunks(1)[0].text) // 2 + 12
     tight_llm.window = base + 2 * per_passage + 100 + 16
     tight = _ask(_flow(tight_llm, 5), "粘滞位有什么作用？", params=GenerationParams(max_tokens=100))
@@ -121,31 +128,51 @@ def test_a_supported_answer_is_grounded_and_gives_no_refusal() -> None:
 
 
 def test_an_answer_resting_on_a_fact_cites_the_fact_and_its_source() -> None:
-    today = Fact(name="today's date", value="2026-12-02", source="clock")
-    llm = ScriptedChatModel("Today is 2026-12-02 [1].")
-    answer = _ask(
-        _flow(llm, 2, sources=[StaticEvidence(today)], text="Meetings are held on Fridays."),
-        "What is today's date?",
-    )
+    llm = ScriptedChatModel("Today is December 2, 2026 [1].")
+    answer = _ask(_flow(llm, 2, text="Meetings are held on Fridays."), "What is today's date?")
     assert answer.grounded, answer.raw_answer
     assert answer.checked is not None
     (citation,) = answer.checked.citations
     assert (citation.kind, citation.quote, citation.source, citation.name) == (
         EvidenceKind.FACT,
-        "2026-12-02",
+        "December 2, 2026",
         "clock",
-        "today's date",
+        "today's date (Asia/Shanghai)",
     )
-    # The fact is passage [1] in the prompt, marked as a fact with its source.
-    assert "[1] Fact (source: clock): today's date\n2026-12-02" in llm.calls[-1][-1].content
+    # The fact is passage [1] in the prompt, marked as a fact with its source; the system prompt has today too.
+    assert "[1] Fact (source: clock)\nToday's date (Asia/Shanghai) is December 2, 2026." in llm.calls[-1][-1].content
+    assert "Today is Wednesday, December 2, 2026 (Asia/Shanghai)." in llm.calls[-1][0].content
+    assert answer.fact_check.verdict is FactVerdict.CONSISTENT
 
 
-def test_a_sentence_contradicting_the_fact_is_not_supported_by_it() -> None:
-    today = Fact(name="today's date", value="2026-12-02", source="clock")
-    llm = ScriptedChatModel("Today is 2026-12-03 [1].")
-    answer = _ask(_flow(llm, 0, sources=[StaticEvidence(today)]), "What is today's date?")
+def test_a_wrong_date_for_today_is_corrected_to_the_clock() -> None:
+    llm = ScriptedChatModel("Today is December 3, 2026 [1].")
+    answer = _ask(_flow(llm, 0), "What is today's date?")
+    assert answer.grounded and answer.text == "Today is December 2, 2026 [1]."
+    assert answer.raw_answer == "Today is December 3, 2026 [1]."
+    (issue,) = answer.fact_check.issues
+    assert (answer.fact_check.verdict, issue.wrote, issue.expected, issue.action) == (
+        FactVerdict.CORRECTED,
+        "December 3, 2026",
+        "December 2, 2026",
+        "corrected",
+    )
+
+
+def test_a_contradiction_that_cannot_be_corrected_is_flagged_and_unsupported() -> None:
+    llm = ScriptedChatModel("Today is December 3, 2026 or December 4, 2026 [1].")
+    answer = _ask(_flow(llm, 0), "What is today's date?")
+    assert answer.fact_check.verdict is FactVerdict.FLAGGED and len(answer.fact_check.issues) == 2
     assert not answer.grounded
     assert answer.refusal is not None and answer.refusal.reason is RefusalReason.UNSUPPORTED
+
+
+def test_a_static_fact_source_is_still_evidence() -> None:
+    weather = Fact(name="weather in Shanghai", value="sunny, 12 °C", source="tool:weather")
+    llm = ScriptedChatModel("It is sunny, 12 °C [1].")
+    answer = _ask(_flow(llm, 0, sources=[StaticEvidence(weather)]), "How is the weather in Shanghai?")
+    assert answer.grounded, answer.raw_answer
+    assert answer.checked is not None and answer.checked.citations[0].source == "tool:weather"
 
 
 def test_an_answer_resting_on_a_correction_quotes_the_correction() -> None:

@@ -198,3 +198,31 @@ def test_a_stream_falls_back_before_its_first_token() -> None:
     route, text = asyncio.run(read(router(FailingChatModel({}))))
     assert (route, text) == (Route("git", RouteReason.REQUEST), "answer by git")
 
+
+
+def _compare(r: ModelRouter, scores: dict[str, float]) -> tuple[str, Route]:
+    def score(result: tuple[str, Route]) -> float:
+        return scores[result[0].removeprefix("answer by ")]
+
+    def relabel(result: tuple[str, Route], route: Route) -> tuple[str, Route]:
+        return result[0], route
+
+    return asyncio.run(r.compare(Route("git", RouteReason.REQUEST), MESSAGES, PARAMS, _finish, score, relabel))
+
+
+def test_compare_keeps_the_better_supported_answer_and_reports_both() -> None:
+    llm = FailingChatModel({})
+    text, route = _compare(router(llm), {"git": 1.0, "fake-model": 0.5})
+    assert (text, route.model, route.reason) == ("answer by git", "git", RouteReason.REQUEST)
+    assert route.as_dict()["compare"] == {"git": 1.0, "fake-model": 0.5}
+    assert sorted(llm.models_called) == ["fake-model", "git"]  # both asked
+    text, route = _compare(router(FailingChatModel({})), {"git": 0.4, "fake-model": 0.9})
+    assert (text, route.reason, route.cause) == ("answer by fake-model", RouteReason.FALLBACK, FallbackCause.OUTSCORED)
+    # A tie keeps the adapter: it was chosen for the question's domain.
+    assert _compare(router(FailingChatModel({})), {"git": 0.5, "fake-model": 0.5})[0] == "answer by git"
+
+
+def test_compare_with_a_failing_adapter_keeps_the_base_answer() -> None:
+    text, route = _compare(router(FailingChatModel({"git": "error"})), {"fake-model": 0.7})
+    assert (text, route.cause) == ("answer by fake-model", FallbackCause.UPSTREAM_ERROR)
+    assert route.as_dict()["compare"] == {"git": None, "fake-model": 0.7}
