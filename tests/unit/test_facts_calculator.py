@@ -58,6 +58,12 @@ def test_numbers_that_are_not_arithmetic_are_left_alone() -> None:
         assert results(question) == [], question
 
 
+def test_numbers_longer_than_any_result_are_read_not_computed() -> None:
+    # 29 digits is below the largest result; 39 is above it: refused, not a crash.
+    assert results("99999999999999999999999999999 + 0 = ?") == [("99999999999999999999999999999 + 0", "9" * 29)]
+    assert results("123456789012345678901234567890123456789 + 1 = ?") == []
+
+
 def test_exact_decimals() -> None:
     assert evaluate("0.1 + 0.2") == Decimal("0.3")
     assert evaluate("1 / 4") == Decimal("0.25")

@@ -21,6 +21,7 @@ MAX_TOKENS = 64
 MAX_DEPTH = 12
 MAX_EXPONENT = 64
 MAX_MAGNITUDE = Decimal(10) ** 30
+_FORMAT_CONTEXT = Context(prec=4 * MAX_SCAN, Emax=4 * MAX_SCAN, Emin=-4 * MAX_SCAN)
 _CONTEXT = Context(prec=34, Emax=100, Emin=-100, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
@@ -41,7 +42,8 @@ class Calculation:
 
 def format_number(value: Decimal) -> str:
     """Plain digits, no exponent, at most 10 decimals, no trailing zeros: 47800, 0.3333333333, 1296."""
-    rounded = value.quantize(Decimal(1)) if value == value.to_integral_value() else round(value, 10)
+    with localcontext(_FORMAT_CONTEXT):  # room for any number a document or the question may write
+        rounded = value.quantize(Decimal(1)) if value == value.to_integral_value() else round(value, 10)
     text = f"{rounded:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 

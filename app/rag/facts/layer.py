@@ -10,10 +10,12 @@ tools that gave nothing. A question that needs no fact costs a few regular-expre
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import TypeVar
 
 from app.rag.evidence import Fact
 from app.rag.facts.calculator import Calculation, find_calculations
@@ -29,6 +31,9 @@ from app.rag.facts.dates import (
 )
 from app.rag.facts.tools import ToolBox
 from app.rag.facts.units import Conversion, find_conversions
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLOCK = "clock"
 CALENDAR = "calendar"
@@ -177,7 +182,21 @@ class FactLayer:
 
 
 def _read(question: str, now: datetime) -> tuple[list[DateSpan], list[Calculation], list[Conversion]]:
-    return resolve_dates(question, now), find_calculations(question), find_conversions(question)
+    """Dates, sums and conversions in the question. A reader that breaks on some input (a library's bug)
+    costs that reader's facts, logged, never the answer."""
+    return (
+        _safely(lambda: resolve_dates(question, now), "dates"),
+        _safely(lambda: find_calculations(question), "arithmetic"),
+        _safely(lambda: find_conversions(question), "units"),
+    )
+
+
+def _safely(read: Callable[[], list[T]], what: str) -> list[T]:
+    try:
+        return read()
+    except Exception:
+        logger.exception("reading %s in a question failed; no such facts for it", what)
+        return []
 
 
 def _calendar_facts(

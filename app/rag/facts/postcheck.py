@@ -214,7 +214,8 @@ def _count(fact: Fact) -> str:
 
 def _plain(number: str) -> str:
     """A number as the calculator writes it: no thousands separators, no trailing zeros."""
-    return format_number(Decimal(number.replace(",", "")))
+    digits = number.replace(",", "")
+    return format_number(Decimal(digits)) if len(digits) <= 100 else digits  # no sum is that long
 
 
 def _is_cjk_date_part(sentence: str, found: re.Match[str]) -> bool:
