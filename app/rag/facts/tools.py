@@ -303,7 +303,7 @@ class ConfiguredTools:
                     chosen.append((f"{server.name}.{listed_name}", (server, McpToolSpec(listed_name), {})))
         return chosen
 
-    async def _ask(self, label: str, target: Any) -> Fact:
+    async def _ask(self, target: Any) -> Fact:
         if isinstance(target[0], HttpTool):
             tool, arguments = target
             value = await tool.call(self._client(), arguments)
@@ -321,7 +321,7 @@ class ConfiguredTools:
         chosen = self._chosen(question)
         if not chosen:
             return [], []
-        outcomes = await asyncio.gather(*(self._ask(label, target) for label, target in chosen), return_exceptions=True)
+        outcomes = await asyncio.gather(*(self._ask(target) for _label, target in chosen), return_exceptions=True)
         facts: list[Fact] = []
         notes: list[str] = []
         for (label, _), outcome in zip(chosen, outcomes, strict=True):
