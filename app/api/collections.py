@@ -9,6 +9,7 @@ from app.deps import ComponentsDep, TenantDep
 from app.schemas.documents import CollectionList, CollectionPublic
 from app.schemas.models import CollectionUpdate
 from app.services import documents, models
+from app.services.documents import CollectionInfo
 
 router = APIRouter(tags=["collections"])
 
@@ -17,17 +18,7 @@ router = APIRouter(tags=["collections"])
 def list_collections(components: ComponentsDep, tenant_id: TenantDep) -> CollectionList:
     """List the caller's collections with their sizes."""
     return CollectionList(
-        collections=[
-            CollectionPublic(
-                name=c.name,
-                document_count=c.document_count,
-                chunk_count=c.chunk_count,
-                embedding_model=c.embedding_model,
-                default_model=c.default_model,
-                created_at=c.created_at,
-            )
-            for c in documents.list_collections(components, tenant_id=tenant_id)
-        ]
+        collections=[_public(c) for c in documents.list_collections(components, tenant_id=tenant_id)]
     )
 
 
@@ -43,6 +34,10 @@ async def update_collection(
         lambda: models.set_default_model(components, tenant_id=tenant_id, collection=name, model=body.default_model)
     )
     info = await run_in_threadpool(lambda: documents.get_collection(components, tenant_id=tenant_id, name=name))
+    return _public(info)
+
+
+def _public(info: CollectionInfo) -> CollectionPublic:
     return CollectionPublic(
         name=info.name,
         document_count=info.document_count,

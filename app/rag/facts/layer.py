@@ -103,8 +103,6 @@ class FactFindings:
     facts: tuple[Fact, ...]
     retrieval_query: str
     calendar: Calendar
-    dates: tuple[DateSpan, ...] = ()
-    calculations: tuple[Calculation, ...] = ()
     notes: tuple[str, ...] = ()  # tools that were asked and gave nothing, and why
     # Each date fact's day, for checking the answer afterwards (app.rag.facts.postcheck).
     days: dict[str, date] = field(default_factory=dict)
@@ -174,8 +172,6 @@ class FactLayer:
             facts=every_fact,
             retrieval_query=_with_dates(question, spans, language),
             calendar=replace(hidden, shown=bool(every_fact)),
-            dates=tuple(spans),
-            calculations=tuple(calculations),
             notes=tuple(notes),
             days=days,
         )
