@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -237,10 +238,9 @@ def _eval_retrieval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _prepare_model(_args: argparse.Namespace, settings: Settings) -> int:
-    from app.rag.llm_local import BUNDLED_MODEL_NAME, prepare_bundled_model
+    from app.rag.llm_local import prepare_bundled_model
 
-    folder = settings.llm.local_model_dir or settings.data_dir / "models" / BUNDLED_MODEL_NAME
-    print(prepare_bundled_model(folder))
+    print(prepare_bundled_model(settings.local_model_dir))
     return 0
 
 
@@ -308,6 +308,81 @@ def _eval_answers(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise SystemExit(f"wenda: --since {value!r} is not an ISO date or time (2026-12-01, 2026-12-01T08:00)") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _feedback_export(args: argparse.Namespace, settings: Settings) -> int:
+    from app.services import feedback
+
+    components = _components(settings)
+    lines = feedback.export_feedback(
+        components,
+        tenant_id=components.default_tenant_id,
+        export_format=args.format,
+        collection=args.collection,
+        since=_since(args.since),
+    )
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{count} {args.format} examples", file=sys.stderr)
+    return 0
+
+
+def _train_lora(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from app.db.statuses import JobStatus
+    from app.services import documents, models
+
+    components = _components(settings)
+    tenant_id = components.default_tenant_id
+    job = models.start_training(
+        components,
+        tenant_id=tenant_id,
+        request=models.TrainingRequest(
+            name=args.name,
+            data=Path(args.data) if args.data else None,
+            collection=args.collection,
+            since=_since(args.since),
+            steps=args.steps,
+            rank=args.rank,
+            learning_rate=args.lr,
+            description=args.description,
+        ),
+    )
+    components.worker.start()
+    try:
+        with logging_redirect_tqdm(), tqdm(total=1.0, desc=f"train {args.name}", bar_format=_BAR) as bar:
+            while job.status not in (JobStatus.DONE, JobStatus.FAILED):
+                time.sleep(1.0)
+                job = documents.get_job(components, tenant_id=tenant_id, job_id=job.job_id)
+                bar.n = round(job.progress, 2)
+                bar.set_postfix_str(job.stage)
+                bar.refresh()
+    finally:
+        components.worker.stop()
+    if job.status == JobStatus.FAILED:
+        print(f"wenda train-lora: job {job.job_id} failed: {job.error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"job_id": job.job_id, **job.result}, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wenda", description="Document question answering (问答).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -333,6 +408,30 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--tz", default=None, help="the asker's IANA time zone (default: facts.default_timezone)")
     ask.add_argument("--json", action="store_true", help="print the whole response as JSON")
     ask.set_defaults(handler=_ask)
+
+    feedback = commands.add_parser("feedback", help="feedback on answers")
+    feedback_commands = feedback.add_subparsers(dest="action", required=True)
+    export = feedback_commands.add_parser(
+        "export", help="approved corrections and up-voted answers as training JSONL (TRL's formats)"
+    )
+    export.add_argument("--format", choices=["sft", "dpo"], required=True)
+    export.add_argument("--collection", default=None)
+    export.add_argument("--since", default=None, help="only feedback given since then (ISO date or time, UTC)")
+    export.add_argument("--output", "-o", default=None, help="a file to write (default: standard output)")
+    export.set_defaults(handler=_feedback_export)
+
+    train = commands.add_parser(
+        "train-lora", help="fine-tune a LoRA adapter of the base model and register it (waits for the job)"
+    )
+    train.add_argument("--name", required=True, help="the adapter's name, as requests will give it")
+    train.add_argument("--data", default=None, help="an SFT JSONL file (default: export the feedback now)")
+    train.add_argument("--collection", default=None, help="without --data: that collection's feedback only")
+    train.add_argument("--since", default=None, help="without --data: feedback given since then")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: training.steps)")
+    train.add_argument("--rank", type=int, default=None, help="LoRA rank (default: training.rank)")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default: training.learning_rate)")
+    train.add_argument("--description", default="", help="its domain, for auto routing")
+    train.set_defaults(handler=_train_lora)
 
     prepare = commands.add_parser(
         "prepare-model", help="prepare the bundled chat model once and print its folder"

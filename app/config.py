@@ -239,6 +239,72 @@ class FactSettings(BaseModel):
         return require_zone(value)
 
 
+class FeedbackSettings(BaseModel):
+    """Ratings and corrections of answers, and what wenda does with them (see README, "Feedback")."""
+
+    auto_approve: bool = Field(
+        False,
+        description="Corrections are used as soon as they are posted, without POST /v1/feedback/{id}/approve. "
+        "Off: anyone who can ask could otherwise change the answers everyone gets.",
+    )
+    correction_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"en": 0.86, "zh": 0.89},
+        description="Cosine similarity of a new question to a corrected one (by the new question's language) at "
+        "which the correction may be given to the model as evidence; measured on eval/corrections with "
+        "bench/corrections.py. Similarity alone does not tell a rewording from a neighbouring question: see "
+        "correction_overlap.",
+    )
+    correction_overlap: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="A question sharing at least this share (Jaccard) of its content words with a corrected one, "
+        "but adding a word or a negation of its own, asks about a neighbouring fact and does not get the "
+        "correction.",
+    )
+    max_corrections: int = Field(2, ge=0, description="Corrections given to the model with one question.")
+    direct_answers: bool = Field(
+        True,
+        description="A question that repeats a corrected one exactly is answered with the correction itself, "
+        "without asking the model.",
+    )
+    ranking: bool = Field(
+        True, description="Move passages behind up-voted answers up, and behind down-voted ones down, in ranking."
+    )
+    max_rank_shift: int = Field(
+        3, ge=0, description="Most places a passage's votes may move it in a ranking, however many there are."
+    )
+    vote_saturation: float = Field(
+        3.0,
+        gt=0,
+        description="Net votes at which a passage has moved about three quarters of max_rank_shift (the "
+        "shift is max_rank_shift · tanh(votes / vote_saturation)).",
+    )
+    vote_half_life_days: float = Field(
+        30.0, gt=0, description="A vote counts half as much after this many days, a quarter after twice as many."
+    )
+
+
+class TrainingSettings(BaseModel):
+    """LoRA fine-tuning jobs (`wenda train-lora`, POST /v1/models/adapters/train): TRL and PEFT on the base model."""
+
+    base_model_dir: Path | None = Field(
+        None,
+        description="The base model's folder (Hugging Face safetensors) to train on; default: the local model's "
+        "folder (llm.local_model_dir, or the bundled model under DATA_DIR). With llm.backend openai, the "
+        "folder of the model vLLM serves.",
+    )
+    adapters_dir: Path | None = Field(None, description="Where trained adapters are written; default DATA_DIR/adapters.")
+    steps: int = Field(60, ge=1, description="Optimizer steps when a request gives none.")
+    max_steps: int = Field(20_000, ge=1, description="Most steps a request may ask for.")
+    rank: int = Field(8, ge=1, description="LoRA rank when a request gives none (at most models.max_lora_rank).")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Learning rate when a request gives none.")
+    timeout_seconds: float = Field(
+        6 * 3600.0, gt=0, description="A training run still going after this long is stopped and the job failed."
+    )
+    threads: int = Field(0, ge=0, description="CPU threads training may use (0: torch's default).")
+
+
 class RefusalSettings(BaseModel):
     """When wenda refuses instead of answering (see README, "How wenda decides to refuse"). The defaults are
     the values the dev evals were measured with."""
@@ -332,6 +398,8 @@ class Settings(BaseSettings):
     answers: AnswerRecordSettings = Field(default_factory=AnswerRecordSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     facts: FactSettings = Field(default_factory=FactSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     sse_keepalive_seconds: float = Field(
         15.0,
         gt=0,
@@ -367,3 +435,18 @@ class Settings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.training.adapters_dir or self.data_dir / "adapters"
+
+    @property
+    def local_model_dir(self) -> Path:
+        """The local backend's model folder: the configured one, or the bundled model's under the data dir."""
+        from app.rag.llm_local import BUNDLED_MODEL_NAME
+
+        return self.llm.local_model_dir or self.data_dir / "models" / BUNDLED_MODEL_NAME
+
+    @property
+    def training_base_dir(self) -> Path:
+        return self.training.base_model_dir or self.local_model_dir

@@ -12,7 +12,7 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import ask, chat, collections, documents, health, jobs, models, queries, retrieve
+from app.api import ask, chat, collections, documents, feedback, health, jobs, models, queries, retrieve
 from app.body_limit import MULTIPART_OVERHEAD, BodySizeLimit
 from app.components import Components, build_components
 from app.config import Settings
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         ask.router,
         chat.router,
         queries.router,
+        feedback.router,
         models.router,
     ):
         app.include_router(router)

@@ -50,6 +50,8 @@ class JobOutcome:
     # Writes the job's result in the transaction that marks it done (only once the job is known to still be
     # this worker's); returns False to drop the result, when what it belongs to is gone.
     record: Callable[[Session], bool] | None = None
+    # What the job produced, stored with it for GET /v1/jobs/{id} (train: the adapter, steps, final loss).
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 JobHandler = Callable[[Mapping[str, Any], ProgressCallback], JobOutcome]
@@ -250,7 +252,12 @@ class Worker:
         with self._session_factory() as session:
             # The done mark and the handler's result in one transaction, and only if the job is still ours.
             if not db_jobs.finish_job(
-                session, job_id=job.id, worker_id=self.worker_id, timings=rounded, stage=state.stage
+                session,
+                job_id=job.id,
+                worker_id=self.worker_id,
+                timings=rounded,
+                stage=state.stage,
+                result=outcome.result,
             ):
                 session.rollback()
                 logger.warning("job %s: finished, but it is no longer this worker's; result dropped", job.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.rag.answering import Answer
+from app.rag.evidence import evidence_summary
 from app.schemas.ask import (
     AskResponse,
     CitationPublic,
@@ -23,6 +24,11 @@ def debug_payload(answer: Answer) -> dict[str, Any]:
         "raw_answer": answer.raw_answer,
         "standalone_question": answer.standalone_question,
         "refusal_reason": answer.refusal.detail if answer.refusal else "",
+        # What was found, in rank order: scores, ranking priors from ratings, correction similarities.
+        "evidence": [
+            evidence_summary(e, rank=rank, packed=rank <= answer.passages_used)
+            for rank, e in enumerate(answer.evidence, start=1)
+        ],
     }
 
 
@@ -67,6 +73,7 @@ def answer_response(answer: Answer, query_id: str, *, debug: bool) -> AskRespons
             {**answer.fact_check.as_dict(), "notes": list(answer.fact_notes)}
         ),
         timezone=answer.timezone,
+        from_correction=answer.from_correction,
         timings=answer.timings,
         passages_used=answer.passages_used,
         passages_dropped=answer.passages_dropped,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Path, Response
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path as FilePath
 
-from app.deps import ComponentsDep
-from app.schemas.models import AdapterRegistration, ModelList, ModelPublic
+from fastapi import APIRouter, Path, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ComponentsDep, TenantDep
+from app.schemas.documents import JobPublic
+from app.schemas.models import AdapterRegistration, AdapterTraining, ModelList, ModelPublic
 from app.services import models
-from app.services.models import ModelInfo
+from app.services.models import ModelInfo, TrainingRequest
 
 router = APIRouter(tags=["models"])
 
@@ -51,3 +57,22 @@ async def remove_adapter(components: ComponentsDep, name: str = AdapterName) -> 
     """Remove an adapter; collections that defaulted to it are routed again."""
     await models.remove_adapter(components, name=name)
     return Response(status_code=204)
+
+
+@router.post("/v1/models/adapters/train", response_model=JobPublic, status_code=202)
+async def train_adapter(body: AdapterTraining, components: ComponentsDep, tenant_id: TenantDep) -> JobPublic:
+    """Fine-tune a LoRA adapter on the base model (TRL and PEFT) as a job: GET /v1/jobs/{job_id} shows its
+    progress; when it is done the adapter is registered and served under ``name``. 409: the name is taken."""
+    request = TrainingRequest(
+        name=body.name,
+        data=FilePath(body.data) if body.data else None,
+        collection=body.collection,
+        since=body.since,
+        steps=body.steps,
+        rank=body.rank,
+        learning_rate=body.learning_rate,
+        description=body.description,
+        examples=tuple(body.examples),
+    )
+    job = await run_in_threadpool(partial(models.start_training, components, tenant_id=tenant_id, request=request))
+    return JobPublic.model_validate(asdict(job))

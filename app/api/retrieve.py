@@ -42,6 +42,8 @@ async def retrieve(body: RetrieveRequest, components: ComponentsDep, tenant_id: 
                 start=s.start,
                 end=s.end,
                 section=s.section,
+                prior=s.prior,
+                rank_shift=s.rank_shift,
             )
             for s in spans
         ]

@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 from app.db.models import Document, Job, utcnow
 from app.db.statuses import JobKind, JobStatus
 
+# Kinds that run for minutes: the small-job lane leaves them to the general one.
+LONG_JOB_KINDS = frozenset({JobKind.TRAIN})
+
 # Doubling past this many failures would only be cut back to the cap (and 2.0**1100 overflows a float).
 _MAX_DOUBLINGS = 60
 
@@ -53,6 +56,7 @@ def enqueue_job(
     kind: JobKind,
     payload: dict[str, Any],
     document_id: int | None = None,
+    stage: str = "parse",
 ) -> Job:
     """Add a queued job, claimable at once; the caller commits. ``document_id`` ties an ingest job to its
     document (deleting the document deletes the job) and must agree with the payload's."""
@@ -64,6 +68,7 @@ def enqueue_job(
         payload=payload,
         document_id=document_id,
         status=JobStatus.QUEUED,
+        stage=stage,
         run_after=utcnow(),
     )
     session.add(job)
@@ -82,13 +87,18 @@ def claim_next_job(
     session: Session, *, worker_id: str, lease_seconds: float, max_document_bytes: int | None = None
 ) -> Job | None:
     """Take the oldest claimable job for ``worker_id`` and commit the claim; None when there is none. With
-    ``max_document_bytes``, only a job with no document or with a document at most that large."""
+    ``max_document_bytes``, only a job with no document or with a document at most that large, and never one
+    of the long kinds (training), which would hold the small-job lane for minutes."""
     for _ in range(5):
         now = utcnow()
         claimable = _claimable(now=now, stale_before=now - timedelta(seconds=lease_seconds))
         if max_document_bytes is not None:
             small = select(Document.id).where(Document.size_bytes <= max_document_bytes)
-            claimable = and_(claimable, or_(Job.document_id.is_(None), Job.document_id.in_(small)))
+            claimable = and_(
+                claimable,
+                Job.kind.not_in([k.value for k in LONG_JOB_KINDS]),
+                or_(Job.document_id.is_(None), Job.document_id.in_(small)),
+            )
         query = select(Job.id).where(claimable).order_by(Job.id).limit(1)
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -130,12 +140,18 @@ def report_progress(
 
 
 def finish_job(
-    session: Session, *, job_id: int, worker_id: str, timings: dict[str, float], stage: str = "index"
+    session: Session,
+    *,
+    job_id: int,
+    worker_id: str,
+    timings: dict[str, float],
+    stage: str = "index",
+    result: dict[str, Any] | None = None,
 ) -> bool:
     """Mark the job done if it is still this worker's; False when another worker took it over.
 
     ``stage`` is the last one the job went through (the heartbeat may not have written it yet)."""
-    result = session.execute(
+    updated = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
         .values(
@@ -144,11 +160,12 @@ def finish_job(
             progress=1.0,
             error=None,
             timings=timings,
+            result=result or {},
             finished_at=utcnow(),
         )
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return bool(updated.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def fail_job(
@@ -176,6 +193,13 @@ def fail_job(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def unfinished_jobs(session: Session, *, kind: JobKind) -> list[Job]:
+    """Jobs of a kind that are queued or running, of any tenant."""
+    return list(
+        session.scalars(select(Job).where(Job.kind == kind, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])))
+    )
 
 
 def get_job(session: Session, *, tenant_id: int, job_id: int) -> Job | None:

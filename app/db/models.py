@@ -53,6 +53,9 @@ class Collection(Base):
     index_version: Mapped[int] = mapped_column(BigInteger, default=0)
     # The model (base or adapter name) that answers when a request names none; NULL: routing decides.
     default_model: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Bumped whenever feedback that changes answers moves (a correction approved or withdrawn, a rating given
+    # or withdrawn): every process reads it per question and reloads its corrections and ranking priors.
+    feedback_version: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -142,6 +145,8 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # What a finished job produced, for its kind (train: the adapter, its steps and final loss).
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Not claimable before this moment: a failed attempt's backoff, or now for a new job.
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -217,3 +222,39 @@ class ModelAdapter(Base):
     source: Mapped[str] = mapped_column(String(20), default="api")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Feedback(Base):
+    """A rating of one answer, with an optional correction of it. A correction is used (as evidence for later
+    questions, and in training exports) only once approved; withdrawing any feedback ends all its uses."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        Index("ix_feedback_tenant_created", "tenant_id", "created_at"),
+        Index("ix_feedback_collection_status", "collection_id", "status"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    collection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), nullable=True
+    )
+    # The answer rated (answers.query_id). No foreign key: the answer log writes its rows off the request
+    # path, so feedback may arrive before the row; answers with live feedback are kept past retention.
+    query_id: Mapped[str] = mapped_column(String(64), index=True)
+    rating: Mapped[str] = mapped_column(String(10))  # up | down
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    # rating (no correction) | pending (a correction awaiting approval) | approved | withdrawn
+    status: Mapped[str] = mapped_column(String(20))
+    # The question the answer was to (the standalone question), copied so that the corrections memory reads
+    # one table; and the chunks the answer cited, which the rating moves up or down in ranking.
+    question: Mapped[str] = mapped_column(Text)
+    chunk_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # An approved correction's question embedded (float32 little-endian) by embedding_model.
+    question_vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding_model: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

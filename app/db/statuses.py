@@ -34,3 +34,12 @@ class JobKind(enum.StrEnum):
     INGEST = "ingest"  # payload: {"document_id": int}
     TRAIN = "train"
     EXPORT = "export"
+
+
+class FeedbackStatus(enum.StrEnum):
+    """A rating alone is ``rating``; a correction is ``pending`` until approved; any feedback can be withdrawn."""
+
+    RATING = "rating"
+    PENDING = "pending"
+    APPROVED = "approved"
+    WITHDRAWN = "withdrawn"

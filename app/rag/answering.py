@@ -76,6 +76,8 @@ class PreparedAnswer:
     route: Route
     findings: FactFindings  # the facts found before retrieval, and today's date where the asker is
     refusal: Refusal | None = None  # set when the evidence cannot answer: the model is then not asked
+    # An approved correction of this very question (an exact repeat): it is the answer, the model is not asked.
+    direct: Correction | None = None
 
     @property
     def should_generate(self) -> bool:
@@ -107,6 +109,8 @@ class Answer:
     fact_check: FactCheck = field(default_factory=lambda: FactCheck(FactVerdict.NONE))
     fact_notes: tuple[str, ...] = ()  # tools asked that gave nothing, and why
     timezone: str = ""
+    # The approved correction given as the answer itself (the question repeated the corrected one exactly).
+    from_correction: int | None = None
 
     @property
     def passages_used(self) -> int:
@@ -175,7 +179,10 @@ class AnswerFlow:
         timings = dict(prepared.timings)
         began = time.perf_counter()
         try:
-            if prepared.should_generate:
+            direct = await self._direct_answer(prepared, timings, began)
+            if direct is not None:
+                answer = direct
+            elif prepared.should_generate:
 
                 async def finish(completion: Completion, route: Route) -> Answer:
                     timings["generate"] = time.perf_counter() - began  # a fallback's includes the adapter's
@@ -263,6 +270,9 @@ class AnswerFlow:
             route=route,
             findings=findings,
             refusal=self._refusal_before_generation(standalone, evidence, passages),
+            direct=next(
+                (p.evidence for p in passages if isinstance(p.evidence, Correction) and p.evidence.exact), None
+            ),
         )
 
     async def stream(self, prepared: PreparedAnswer) -> AsyncIterator[str | Answer]:
@@ -275,6 +285,12 @@ class AnswerFlow:
         end: StreamEnd | None = None
         route = prepared.route
         try:
+            direct = await self._direct_answer(prepared, timings, began)
+            if direct is not None:
+                yield direct.text
+                self._record(direct)
+                yield direct
+                return
             if prepared.should_generate:
                 # aclosing: a consumer that stops early closes the model's stream too, which cancels generation.
                 # The router says first which model answers (an adapter failing before its first token is
@@ -306,6 +322,25 @@ class AnswerFlow:
             raise
         self._record(answer)
         yield answer
+
+    async def _direct_answer(
+        self, prepared: PreparedAnswer, timings: dict[str, float], began: float
+    ) -> Answer | None:
+        """The approved correction of this very question as the answer, checked like any answer (it cites
+        itself); None when there is none, or when the check does not find it grounded (the model answers)."""
+        if prepared.direct is None:
+            return None
+        completion = Completion(
+            text=prepared.direct.text, usage=Usage(0, 0), finish_reason="stop", model=prepared.route.model
+        )
+        timings["generate"] = time.perf_counter() - began
+        answer = await self._finish(prepared, completion, timings, prepared.route)
+        if not answer.grounded:
+            logger.warning(
+                "correction %s did not pass the citation check as an answer", prepared.direct.feedback_id
+            )
+            return None
+        return replace(answer, from_correction=prepared.direct.feedback_id)
 
     async def _pack(
         self,

@@ -38,6 +38,8 @@ class DocumentSpan:
     end: int
     section: str = ""
     aliases: tuple[str, ...] = ()  # other filenames the same bytes were uploaded under
+    prior: float = 0.0  # net votes from ratings of answers that cited it (app.rag.priors)
+    rank_shift: int = 0  # places those votes moved it (positive: up)
 
     @property
     def mentionable_text(self) -> str:
@@ -76,7 +78,8 @@ class Correction:
     feedback_id: int
     text: str
     question: str = ""  # the question it corrected an answer to
-    score: float = 0.0
+    score: float = 0.0  # the new question's similarity to that one
+    exact: bool = False  # the new question repeats it: the answer may be the correction itself
 
     @property
     def mentionable_text(self) -> str:
@@ -91,8 +94,10 @@ def evidence_summary(evidence: Evidence, *, rank: int, packed: bool) -> dict[str
     summary: dict[str, object] = {"kind": evidence.kind.value, "rank": rank, "packed": packed}
     if isinstance(evidence, DocumentSpan):
         summary.update(chunk_id=evidence.chunk_id, document_id=evidence.document_id, score=evidence.score)
+        if evidence.rank_shift or evidence.prior:
+            summary.update(prior=evidence.prior, rank_shift=evidence.rank_shift)
     elif isinstance(evidence, Fact):
         summary.update(name=evidence.name, value=evidence.value, source=evidence.source)
     else:
-        summary.update(feedback_id=evidence.feedback_id, score=evidence.score)
+        summary.update(feedback_id=evidence.feedback_id, score=evidence.score, exact=evidence.exact)
     return summary

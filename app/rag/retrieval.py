@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from app.rag.embedding import Embedder, Vectors
 from app.rag.lexical import LexicalIndex, tokenize
+from app.rag.priors import PriorPolicy, apply_priors
 from app.rag.types import ScoredId
 from app.rag.vector_store import IndexCorruptError, VectorStore
 
@@ -147,8 +148,10 @@ class HybridRetriever:
         candidates: int = 50,
         rrf_k: int = 60,
         mode: RetrievalMode = "hybrid",
+        prior_policy: PriorPolicy | None = None,
     ) -> None:
         self._embedder = embedder
+        self._prior_policy = prior_policy or PriorPolicy()
         self._store = store
         self._source = source
         self._candidates = candidates
@@ -167,12 +170,16 @@ class HybridRetriever:
         mode: RetrievalMode | None = None,
         diversify: bool = True,
         max_per_document: int | None = None,
+        priors: Mapping[int, float] | None = None,
     ) -> list[ScoredId]:
         """Best ``top_k`` ready chunks for ``query``; blocking (embedding and search are CPU work).
 
         ``diversify`` fills results document by document (best chunk of each, then deeper), which is what
         finding documents wants; without it chunks come in plain fused order, which is what answering wants
-        (an answer often needs several chunks of one document)."""
+        (an answer often needs several chunks of one document).
+
+        ``priors`` (chunk id → net votes from ratings, ``app.rag.priors``) move chunks, and with ``diversify``
+        their documents, a bounded number of places after fusion."""
         mode = mode or self._mode
         cache = self._fresh_cache(collection_id)
         if not cache.document_of:
@@ -189,14 +196,28 @@ class HybridRetriever:
             # The BM25 indexes are shared with newer caches (updated in place), so keep to this cache's ids.
             lexical = cache.lexical.search(terms, wanted + 16)
             chunk_rankings.append([hit for hit in lexical if hit.id in cache.document_of][:wanted])
+        priors = {c: v for c, v in (priors or {}).items() if c in cache.document_of}
+        policy = self._prior_policy
         if not diversify:
-            return reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=top_k)
-        fused_chunks = reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=len(cache.document_of))
+            # A chunk may rise up to max_shift places: fuse that many more, reorder, then cut.
+            fused = reciprocal_rank_fusion(
+                chunk_rankings, k=self._rrf_k, limit=top_k + (policy.max_shift if priors else 0)
+            )
+            return apply_priors(fused, priors, policy)[:top_k]
+        fused_chunks = apply_priors(
+            reciprocal_rank_fusion(chunk_rankings, k=self._rrf_k, limit=len(cache.document_of)), priors, policy
+        )
         document_rankings = [_document_order(ranking, cache.document_of) for ranking in chunk_rankings]
         if mode in ("hybrid", "lexical"):
             whole = cache.documents.search(terms, wanted + 16)
             document_rankings.append([hit for hit in whole if hit.id in cache.document_ids][:wanted])
         fused_documents = reciprocal_rank_fusion(document_rankings, k=self._rrf_k, limit=wanted)
+        if priors:
+            document_priors: dict[int, float] = {}
+            for chunk_id, votes in priors.items():
+                document = cache.document_of[chunk_id]
+                document_priors[document] = document_priors.get(document, 0.0) + votes
+            fused_documents = apply_priors(fused_documents, document_priors, policy)
         return fill_by_document(
             fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document
         )

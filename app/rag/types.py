@@ -67,6 +67,9 @@ class ScoredId:
 
     id: int
     score: float
+    # Ranking from ratings (app.rag.priors): the chunk's net vote and the places it moved (positive: up).
+    prior: float = 0.0
+    shift: int = 0
 
 
 class AnswerStatus(enum.StrEnum):

@@ -154,6 +154,11 @@ class AskResponse(BaseModel):
         default_factory=lambda: FactCheckPublic(verdict="none"), description="The answer checked against the facts."
     )
     timezone: str = Field("", description="The time zone the question's dates were read in.")
+    from_correction: int | None = Field(
+        None,
+        description="The approved correction (its feedback id) given as the answer itself: the question repeated "
+        "the corrected one exactly, and the model was not asked.",
+    )
     timings: dict[str, float] = Field(description="Seconds per stage.")
     passages_used: int = Field(description="Evidence given to the model.")
     passages_dropped: int = Field(description="Evidence found but left out to fit the model's window.")

@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from app.db.statuses import DocumentStatus, JobKind, JobStatus
 
-JobStage = Literal["parse", "chunk", "embed", "index"]
+# ingest: parse → chunk → embed → index; train: train → register.
+JobStage = Literal["parse", "chunk", "embed", "index", "train", "register"]
 
 
 class UploadResponse(BaseModel):
@@ -79,6 +80,10 @@ class JobPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    result: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What a finished job produced: train: the adapter's name and path, steps, examples, final loss.",
+    )
 
 
 class DeleteResponse(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -52,3 +53,21 @@ class CollectionUpdate(BaseModel):
         description="The model (base or adapter) that answers this collection's questions when a request "
         "names none; null lets routing decide.",
     )
+
+
+class AdapterTraining(BaseModel):
+    name: str = Field(min_length=1, max_length=64, description="The new adapter's name (what requests use as `model`).")
+    data: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="An SFT JSONL file on the server (`wenda feedback export --format sft`). Without it, the "
+        "approved corrections and up-voted answers of `collection` (of every collection without one) are used.",
+    )
+    collection: str | None = Field(None, min_length=1, max_length=200)
+    since: datetime | None = Field(None, description="Without `data`: only feedback given since then.")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps; default training.steps.")
+    rank: int | None = Field(None, ge=1, le=64, description="LoRA rank; default training.rank.")
+    learning_rate: float | None = Field(None, gt=0, le=1.0, description="Default training.learning_rate.")
+    description: str = Field("", max_length=2000, description="Its domain, for auto routing.")
+    examples: list[str] = Field(default_factory=list, max_length=100, description="Example questions, for routing.")

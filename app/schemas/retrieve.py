@@ -33,6 +33,12 @@ class RetrievedChunkPublic(BaseModel):
     start: int = Field(description="Character offset of the chunk in the parsed document.")
     end: int
     section: str
+    prior: float = Field(
+        0.0, description="Net votes from ratings of answers that cited this passage, weighed by age."
+    )
+    rank_shift: int = Field(
+        0, description="Places those votes moved it after fusion (positive: up; at most feedback.max_rank_shift)."
+    )
 
 
 class RetrieveResponse(BaseModel):

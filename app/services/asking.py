@@ -108,7 +108,7 @@ async def start_answer(
         prompts=components.prompts,
         retrieve=_retriever(components, tenant_id=tenant_id, collection=collection),
         policy=components.refusal_policy,
-        sources=components.evidence_sources,
+        sources=(components.corrections.source(collection.id), *components.evidence_sources),
         record=partial(components.answer_log.record, context),
         router=components.router,
         facts=components.facts,

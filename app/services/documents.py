@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,7 @@ class JobInfo:
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 def _document_info(session: Session, document: Document, collection_name: str) -> DocumentInfo:
@@ -418,4 +419,5 @@ def get_job(components: Components, *, tenant_id: int, job_id: int) -> JobInfo:
             created_at=db_jobs.as_utc(job.created_at),
             started_at=db_jobs.as_utc(job.started_at),
             finished_at=db_jobs.as_utc(job.finished_at),
+            result=dict(job.result or {}),
         )

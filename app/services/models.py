@@ -7,7 +7,9 @@ it before the row is written, so a registered adapter is one that was served at 
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,12 +20,23 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.components import Components
+from app.components import base_model_names as build_base_model_names
 from app.config import AdapterSettings
 from app.db import adapters as db_adapters
 from app.db import documents as db_documents
+from app.db import jobs as db_jobs
 from app.db.models import ModelAdapter
+from app.db.statuses import JobKind
 from app.rag.adapters import AdapterSpec, check_adapter_name, inspect_adapter
-from app.rag.errors import AdapterRejectedError, AdapterUnavailableError, ConflictError, NotFoundError
+from app.rag.errors import (
+    AdapterRejectedError,
+    AdapterUnavailableError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from app.rag.training_data import check_sft_file
+from app.services.documents import JobInfo, get_job
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +94,7 @@ def list_models(components: Components) -> list[ModelInfo]:
 
 def base_model_names(components: Components) -> list[str]:
     """What an adapter's config may call our base model."""
-    settings = components.settings
-    names = [components.router.base_model, *settings.models.base_model_names]
-    if settings.llm.local_model_dir is not None:
-        names.append(str(settings.llm.local_model_dir))
-    return names
+    return [components.router.base_model, *build_base_model_names(components.settings)]
 
 
 def _inspect(
@@ -209,3 +218,94 @@ def register_configured_adapters(components: Components, configured: Sequence[Ad
                 session.rollback()
     components.adapters.refresh(force=True)
 
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A LoRA training run; ``None``: the settings' default. The data is an SFT file, or else the approved
+    corrections and up-voted answers of ``collection`` (all collections without one) since ``since``."""
+
+    name: str
+    data: Path | None = None
+    collection: str | None = None
+    since: datetime | None = None
+    steps: int | None = None
+    rank: int | None = None
+    learning_rate: float | None = None
+    description: str = ""
+    examples: tuple[str, ...] = ()
+
+
+def start_training(components: Components, *, tenant_id: int, request: TrainingRequest) -> JobInfo:
+    """Check the request and queue a train job (blocking); the worker trains, then registers the adapter.
+    409: the name is taken (registered, being trained, or its directory exists)."""
+    from app.services import feedback
+
+    settings = components.settings
+    config = settings.training
+    name = request.name
+    check_adapter_name(name, base_model=components.router.base_model)
+    steps = request.steps or config.steps
+    rank = request.rank or config.rank
+    if steps > config.max_steps:
+        raise InvalidInputError(f"steps must be at most {config.max_steps}", param="steps")
+    if rank > settings.models.max_lora_rank:
+        raise InvalidInputError(f"rank must be at most models.max_lora_rank ({settings.models.max_lora_rank})", param="rank")
+    components.adapters.refresh(force=True)
+    output_dir = settings.adapters_dir / name
+    if components.router.serves(name):
+        raise ConflictError(f"a model named {name!r} is already registered", param="name")
+    if output_dir.exists():
+        raise ConflictError(f"{output_dir} exists already: remove it or pick another name", param="name")
+    with components.session_factory() as session:
+        for job in db_jobs.unfinished_jobs(session, kind=JobKind.TRAIN):
+            if job.payload.get("name") == name:
+                raise ConflictError(f"job {job.id} is training an adapter named {name!r} already", param="name")
+    if request.data is not None:
+        data = request.data
+        if not data.is_file():
+            raise InvalidInputError(f"no such file: {data}", param="data")
+    else:
+        data = settings.data_dir / "training" / f"{name}-{uuid.uuid4().hex[:8]}.jsonl"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        lines = feedback.export_feedback(
+            components,
+            tenant_id=tenant_id,
+            export_format="sft",
+            collection=request.collection,
+            since=request.since,
+        )
+        written = 0
+        with data.open("w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                written += 1
+        if not written:
+            data.unlink()
+            raise InvalidInputError(
+                "there is no approved correction or up-voted answer to train on"
+                + (f" in collection {request.collection!r}" if request.collection else ""),
+                param="collection",
+            )
+    check_sft_file(data)  # bad data is a 400 now, not a failed job later
+    with components.session_factory() as session:
+        job = db_jobs.enqueue_job(
+            session,
+            tenant_id=tenant_id,
+            kind=JobKind.TRAIN,
+            payload={
+                "name": name,
+                "data": str(data.resolve()),
+                "output_dir": str(output_dir.resolve()),
+                "steps": steps,
+                "rank": rank,
+                "learning_rate": request.learning_rate or config.learning_rate,
+                "description": request.description.strip(),
+                "examples": [e.strip() for e in request.examples if e.strip()],
+            },
+            stage="train",
+        )
+        session.commit()
+        job_id = job.id
+    logger.info("train job %s queued: adapter %s, %d steps, rank %d, data %s", job_id, name, steps, rank, data)
+    return get_job(components, tenant_id=tenant_id, job_id=job_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ class AnswerContext:
 @dataclass(frozen=True)
 class QueryRecord:
     query_id: str
+    collection_id: int | None  # None once the collection is deleted
     collection: str
     endpoint: str
     status: str
@@ -186,6 +187,22 @@ class AnswerLog:
             if stored is None:
                 raise NotFoundError(f"query {query_id!r} not found", param="query_id")
             return _query_record({c: getattr(stored, c) for c in _COLUMNS})
+
+    def get_many(self, *, tenant_id: int, query_ids: Sequence[str]) -> dict[str, QueryRecord]:
+        """The records of these queries that exist (blocking)."""
+        found: dict[str, QueryRecord] = {}
+        with self._pending_lock:
+            for query_id in query_ids:
+                row = self._pending.get(query_id)
+                if row is not None and row["tenant_id"] == tenant_id:
+                    found[query_id] = _query_record(row)
+        missing = [q for q in query_ids if q not in found]
+        if missing:
+            with self._session_factory() as session:
+                stored = db_answers.get_answers(session, tenant_id=tenant_id, query_ids=missing)
+                for query_id, answer in stored.items():
+                    found[query_id] = _query_record({c: getattr(answer, c) for c in _COLUMNS})
+        return found
 
     def prune(self) -> int:
         """Delete records past the retention period; returns how many went."""

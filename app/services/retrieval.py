@@ -54,7 +54,14 @@ def search_collection(
     """Best passages of a resolved collection (blocking: embedding and search are CPU work)."""
     # No session is held while searching: the retriever opens its own, and threads each holding one while
     # waiting for a second exhausted the pool under 32 concurrent requests (bench/ask.py).
-    hits = components.retriever.search(collection.id, query, top_k=top_k, mode=mode, diversify=diversify)
+    hits = components.retriever.search(
+        collection.id,
+        query,
+        top_k=top_k,
+        mode=mode,
+        diversify=diversify,
+        priors=components.ratings.priors(collection.id),
+    )
     with components.session_factory() as session:
         rows = db_documents.ready_chunks_by_id(
             session, tenant_id=tenant_id, collection_id=collection.id, chunk_ids=[h.id for h in hits]
@@ -75,6 +82,8 @@ def search_collection(
                 start=chunk.start,
                 end=chunk.end,
                 section=chunk.section,
+                prior=hit.prior,
+                rank_shift=hit.shift,
             )
         )
     return spans
