@@ -91,6 +91,7 @@ async def chat_completions(
             route=response.route,
             facts=response.facts,
             fact_check=response.fact_check,
+            from_correction=response.from_correction,
         )
 
     def data(payload: object) -> dict[str, str]:
@@ -120,6 +121,7 @@ async def chat_completions(
                         "route": final.route.model_dump(exclude_none=True) if final.route else None,
                         "facts": [f.model_dump() for f in final.facts],
                         "fact_check": final.fact_check.model_dump(),
+                        "from_correction": final.from_correction,
                     }
                     yield chunk(final.model, {}, finish_reason="stop", extra=extra)
                 else:

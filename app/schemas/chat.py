@@ -69,6 +69,9 @@ class ChatCompletionResponse(BaseModel):
     route: RoutePublic | None = Field(None, description="wenda: which model answered and why.")
     facts: list[FactPublic] = Field(default_factory=list, description="wenda: facts supplied before generation.")
     fact_check: FactCheckPublic | None = Field(None, description="wenda: the answer checked against the facts.")
+    from_correction: int | None = Field(
+        None, description="wenda: the approved correction given as the answer itself (see AskResponse)."
+    )
 
 
 def chunk_payload(

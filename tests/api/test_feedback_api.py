@@ -167,8 +167,14 @@ def test_the_chat_completion_id_names_the_answer(client: TestClient) -> None:
         "/v1/chat/completions",
         json={"model": "fake-model", "collection": "kb", "messages": [{"role": "user", "content": QUESTION}]},
     ).json()
-    given = _give(client, chat["id"], rating="up")
+    given = _give(client, chat["id"], rating="down", correction=CORRECTION)
     assert given["query_id"] == chat["id"].removeprefix("chatcmpl-")
+    client.post(f"/v1/feedback/{given['id']}/approve")
+    again = client.post(
+        "/v1/chat/completions",
+        json={"model": "fake-model", "collection": "kb", "messages": [{"role": "user", "content": QUESTION}]},
+    ).json()
+    assert again["from_correction"] == given["id"] and "25 MB" in again["choices"][0]["message"]["content"]
 
 
 def test_feedback_is_the_tenants_own(client: TestClient, services: Components) -> None:

@@ -63,3 +63,24 @@ def test_ingest_reports_the_files_it_skipped(capsys: pytest.CaptureFixture[str],
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert code == 0 and (summary["files"], summary["unsupported"], summary["failed"]) == (1, 1, 0)
     assert f"skipped {folder / 'b.xyz'}: not a supported type" in captured.err
+
+
+def test_feedback_export_and_train_lora_mistakes_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "sft.jsonl"
+    code, err = _run(capsys, "feedback", "export", "--format", "sft", "-o", str(out))
+    assert (code, err) == (0, "0 sft examples") and out.read_text() == ""
+    code, err = _run(capsys, "feedback", "export", "--format", "dpo", "--collection", "nope")
+    assert (code, err) == (2, "wenda feedback: collection 'nope' not found")
+    with pytest.raises(SystemExit, match="not an ISO date"):
+        main(["feedback", "export", "--format", "sft", "--since", "last week"])
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n', encoding="utf-8")
+    code, err = _run(capsys, "train-lora", "--name", "mine", "--data", str(bad))
+    assert code == 2 and "line 1: the last message must be the assistant's answer" in err
+    code, err = _run(capsys, "train-lora", "--name", "mine")
+    assert code == 2 and "no approved correction or up-voted answer to train on" in err
+    code, err = _run(capsys, "train-lora", "--name", "auto", "--data", str(bad))
+    assert code == 2 and "reserved" in err and "Traceback" not in err

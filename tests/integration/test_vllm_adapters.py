@@ -17,10 +17,12 @@ from app.main import create_app
 from app.rag.llm import GenerationParams
 from app.rag.llm_openai import OpenAIChatModel
 from app.rag.types import ChatMessage
+from ingest.training import TrainingSpec, train_lora
 from tests.adapters import copy_for_other_base, make_peft_adapter
 from tests.api.test_documents_api import assert_envelope, upload, wait_for_job
 from tests.conftest import make_settings
 from tests.fakes import FakeEmbedder
+from tests.integration.test_train_lora import ANSWER, QUESTION, SYSTEM, write_sft
 from tests.integration.test_vllm import SERVED_NAME, serve_vllm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.vllm]
@@ -28,8 +30,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.vllm]
 MESSAGES = [ChatMessage("system", "You are terse."), ChatMessage("user", "Name the command that lists Git branches.")]
 GREEDY = GenerationParams(temperature=0.0, max_tokens=12)
 DOCUMENT = "# Branches\n\nA branch in Git is a movable pointer to a commit. Use git branch to list branches.\n"
-# Two adapters: vLLM must keep at least adapters + 1 slots (see README, "LoRA adapters and routing").
-MAX_LORAS = 3
+# Three adapters: vLLM must keep at least adapters + 1 slots (see README, "LoRA adapters and routing").
+MAX_LORAS = 4
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,19 @@ def adapters(bundled_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     static = make_peft_adapter(bundled_model_dir, root / "static", seed=1)
     runtime = make_peft_adapter(bundled_model_dir, root / "runtime", seed=2)
     other_base = copy_for_other_base(static, root / "other-base")
-    return {"static": static, "runtime": runtime, "other-base": other_base}
+    # One trained by wenda's own training (TRL + PEFT), as `wenda train-lora` writes it.
+    trained = root / "trained"
+    train_lora(
+        TrainingSpec(
+            data=write_sft(root / "sft.jsonl"),
+            base_model_dir=bundled_model_dir,
+            output_dir=trained,
+            steps=8,
+            rank=4,
+            learning_rate=3e-3,
+        )
+    )
+    return {"static": static, "runtime": runtime, "other-base": other_base, "trained": trained}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +100,26 @@ def test_registration_static_and_runtime(client: TestClient, adapters: dict[str,
     assert "meta-llama/Llama-3.2-1B" in other["message"]
     listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert listed["static"]["parent"] == listed["runtime"]["parent"] == SERVED_NAME
+
+
+def test_vllm_serves_an_adapter_wenda_trained(
+    client: TestClient, adapters: dict[str, Path], lora_vllm_url: str
+) -> None:
+    registered = client.post("/v1/models/adapters", json={"name": "trained", "path": str(adapters["trained"])})
+    assert registered.status_code == 201, registered.text  # loaded by vLLM through /v1/load_lora_adapter
+    llm = OpenAIChatModel(base_url=lora_vllm_url, default_model=SERVED_NAME, timeout_seconds=300, max_retries=0)
+    messages = [ChatMessage("system", SYSTEM), ChatMessage("user", QUESTION)]
+    params = GenerationParams(temperature=0.0, max_tokens=16)
+
+    async def run() -> tuple[str, str]:
+        base = await llm.complete(messages, model=SERVED_NAME, params=params)
+        tuned = await llm.complete(messages, model="trained", params=params)
+        await llm.aclose()
+        return base.text, tuned.text
+
+    base, tuned = asyncio.run(run())
+    assert "purple-otter-42" not in base
+    assert tuned.strip() == ANSWER, tuned
 
 
 def test_concurrent_mixed_requests_get_their_own_weights(client: TestClient, lora_vllm_url: str) -> None:
