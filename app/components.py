@@ -31,7 +31,7 @@ from app.rag.refusal import RefusalPolicy
 from app.rag.retrieval import HybridRetriever
 from app.rag.routing import ModelRouter, RoutingPolicy
 from app.rag.vector_store import VectorStore
-from app.services.corrections import CorrectionMemory
+from app.services.corrections import CorrectionMemory, QuestionVectors
 from app.services.queries import AnswerLog
 from app.services.ratings import RatingPriors, prior_policy
 from app.services.registry import AdapterRegistry
@@ -64,6 +64,7 @@ class Components:
     # Feedback put to use: approved corrections searched with each question, and ranking priors from ratings.
     corrections: CorrectionMemory
     ratings: RatingPriors
+    question_vectors: QuestionVectors  # feedback questions embedded, for both
     # Further evidence beyond the documents for every question (tests pass fakes); the facts and a
     # collection's corrections have their own places above.
     evidence_sources: tuple[EvidenceSource, ...] = ()
@@ -210,6 +211,7 @@ def build_components(
         default_tenant_id = db_documents.get_or_create_tenant(session, name=settings.default_tenant).id
         session.commit()
     llm = llm or build_llm(settings)
+    question_vectors = QuestionVectors(embedder)
     adapters = AdapterRegistry(session_factory, refresh_seconds=settings.models.registry_refresh_seconds)
     adapters.refresh(force=True)
     return Components(
@@ -228,8 +230,9 @@ def build_components(
         adapters=adapters,
         router=build_router(settings, llm, embedder, adapters),
         facts=build_facts(settings),
-        corrections=CorrectionMemory(session_factory, embedder, settings.feedback),
-        ratings=RatingPriors(session_factory, settings.feedback),
+        corrections=CorrectionMemory(session_factory, embedder, question_vectors, settings.feedback),
+        ratings=RatingPriors(session_factory, question_vectors, settings.feedback),
+        question_vectors=question_vectors,
         evidence_sources=evidence_sources,
         database_health=database_health,
     )

@@ -275,13 +275,27 @@ class FeedbackSettings(BaseModel):
         3, ge=0, description="Most places a passage's votes may move it in a ranking, however many there are."
     )
     vote_saturation: float = Field(
-        3.0,
+        5.0,
         gt=0,
         description="Net votes at which a passage has moved about three quarters of max_rank_shift (the "
         "shift is max_rank_shift · tanh(votes / vote_saturation)).",
     )
     vote_half_life_days: float = Field(
         30.0, gt=0, description="A vote counts half as much after this many days, a quarter after twice as many."
+    )
+    vote_similarity_floor: float = Field(
+        0.95,
+        ge=0.0,
+        le=1.0,
+        description="A vote counts for a new question only as far as that question is the one voted on: not at "
+        "all below this cosine similarity of the two, fully from vote_similarity_full.",
+    )
+    vote_similarity_full: float = Field(
+        0.99,
+        ge=0.0,
+        le=1.0,
+        description="See vote_similarity_floor. Lower floors let votes on one question move passages for its "
+        "neighbours (measured with bench/ratings.py).",
     )
 
 

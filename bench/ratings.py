@@ -24,14 +24,25 @@ sources, such as unanswerable ones, are skipped), it
      down vote is.
 
    Each vote is one ``Feedback`` row written directly in SQL (status ``rating``, ``chunk_ids=[that chunk]``,
-   the collection and tenant, the question, a unique ``query_id`` starting ``bench-ratings:``, created now,
-   so the age decay leaves it at full weight); then the collection's ``feedback_version`` is bumped in the
-   same transaction, so ``RatingPriors`` reloads, exactly as a rating posted through the API does;
+   the collection and tenant, the question and its vector as the feedback service stores it, a unique
+   ``query_id`` starting ``bench-ratings:``, created now, so the age decay leaves it at full weight); then
+   the collection's ``feedback_version`` is bumped in the same transaction, so ``RatingPriors`` reloads,
+   exactly as a rating posted through the API does;
 4. measures again after each round (votes accumulate over ``--rounds``, 2 by default): both modes, on the
    voted half, the held-out half (queries nobody voted on: do votes on other questions hurt or help them?)
-   and overall, with how many queries' first gold rank rose or fell against the baseline; and how many
-   chunks (and documents) carry votes, the places their votes would move them (the policy's shift of their
-   net votes) and the shifts actually applied among the returned results.
+   and overall, with how many queries' first gold rank rose or fell against the baseline. It also reports
+   how many chunks (and documents) carry votes and the places their net votes would move them if every vote
+   counted for every question (the most the policy allows); what actually moved, result by result against
+   the baseline's lists (documents in ``retrieve`` mode, chunks in ``answer`` mode), with the shifts the
+   retriever reported on the returned chunks; and how close each held-out question is to its nearest voted
+   one (cosine of the query embeddings), overall and for those whose gold fell, against the policy's
+   similarity marks where it has them.
+
+The voted half is asked again in the very words it was voted in, so its figures are the best case for a
+ranking that weighs votes by question similarity; the dev sets hold no rewordings to measure how far a vote
+carries to the same question asked differently. Settings come from the environment as in production
+(``WENDA_FEEDBACK__...``), so a policy can be tried without editing code; the line ``policy:`` says which
+was in force.
 
 The bench's own feedback rows are deleted before it starts and when it ends, so a kept data directory comes
 back as it was; feedback of the collection from elsewhere would be in force during the baseline, and a
@@ -43,6 +54,7 @@ Run from the repository root::
     python bench/ratings.py --data-dir /tmp/wenda-ratings        # keep the ingested data for reruns
     python bench/ratings.py --set /work/shared/eval/dev/answers-en --rounds 3
     python bench/ratings.py --max-rank-shift 0                   # control: votes written, ranking ignores them
+    python bench/ratings.py --show-changes                       # list each query whose gold rank moved
 
 Prints a table, then one JSON line with every number.
 """
@@ -66,9 +78,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import delete, func, select
 
 from app.cli import SUPPORTED_SUFFIXES
@@ -202,12 +216,13 @@ def is_gold(span: DocumentSpan, query: EvalQuery) -> bool:
 
 @dataclass
 class Pass:
-    """One evaluation of every query in one mode: the first gold rank (None: not in the top k) and the rank
-    shifts carried by the returned chunks (chunk shifts; document shifts are counted from the priors)."""
+    """One evaluation of every query in one mode: the first gold rank (None: not in the top k), what came back
+    in order (chunk ids; for ``retrieve``, document ids in order of first appearance, as a reader sees them),
+    and the rank shifts the retriever reported on the returned chunks."""
 
     ranks: dict[str, int | None] = field(default_factory=dict)
+    orders: dict[str, list[int]] = field(default_factory=dict)
     chunk_shifts: Counter[int] = field(default_factory=Counter)
-    document_shifts: Counter[int] = field(default_factory=Counter)
 
 
 def search(
@@ -224,12 +239,7 @@ def search(
 
 
 def evaluate(
-    components: Components,
-    collection: retrieval.CollectionRef,
-    queries: Sequence[EvalQuery],
-    *,
-    k: int,
-    document_shift: dict[int, int],
+    components: Components, collection: retrieval.CollectionRef, queries: Sequence[EvalQuery], *, k: int
 ) -> dict[str, Pass]:
     passes = {}
     for mode, diversify in MODES.items():
@@ -239,12 +249,61 @@ def evaluate(
             result.ranks[query.id] = first_hit_rank(
                 [{s.source, *s.aliases} for s in spans], query.gold_sources
             )
+            items = [s.document_id for s in spans] if diversify else [s.chunk_id for s in spans]
+            result.orders[query.id] = list(dict.fromkeys(items))
             result.chunk_shifts.update(s.rank_shift for s in spans if s.rank_shift)
-            if diversify:
-                moved = {s.document_id: document_shift.get(s.document_id, 0) for s in spans}
-                result.document_shifts.update(shift for shift in moved.values() if shift)
         passes[mode] = result
     return passes
+
+
+def displacement(before: Pass, after: Pass) -> dict[str, Any]:
+    """Against the baseline, query by query: how many results lists changed, the places each result that
+    was in both lists moved (positive: up), and how many results are new to the top k."""
+    moves: Counter[int] = Counter()
+    reordered = entered = 0
+    for query_id, order in after.orders.items():
+        was = {item: position for position, item in enumerate(before.orders[query_id])}
+        reordered += order != before.orders[query_id]
+        for position, item in enumerate(order):
+            if item not in was:
+                entered += 1
+            elif was[item] != position:
+                moves[was[item] - position] += 1
+    return {"queries_reordered": reordered, "moved": dict(sorted(moves.items())), "new_in_top_k": entered}
+
+
+def nearness(
+    similarity: npt.NDArray[np.float32],
+    policy: dict[str, Any],
+    held_out_ids: Sequence[str],
+    raw: dict[str, dict[str, Pass]],
+) -> dict[str, Any]:
+    """How close each held-out question is to its nearest voted one (cosine of their query embeddings), as
+    percentiles and as the shares at or above the policy's similarity floor and full-weight mark where it
+    has them; and that closeness for the held-out questions whose gold fell in the last stage, per mode."""
+    nearest = dict(zip(held_out_ids, similarity.max(axis=1).tolist(), strict=True))
+
+    def percentiles(values: Sequence[float]) -> dict[str, float]:
+        if not values:
+            return {}
+        return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (10, 50, 90)}
+
+    result: dict[str, Any] = {"nearest_voted": percentiles(list(nearest.values()))}
+    for mark in ("similarity_floor", "similarity_full"):
+        if mark in policy:
+            result[f"share_at_or_above_{mark}"] = round(
+                sum(v >= policy[mark] for v in nearest.values()) / max(len(nearest), 1), 3
+            )
+    last = list(raw)[-1]
+    for mode in MODES:
+        before, after = raw["baseline"][mode].ranks, raw[last][mode].ranks
+        far = 10**6
+        fell = [q for q in held_out_ids if (after[q] or far) > (before[q] or far)]
+        result[f"fell_{mode}"] = {
+            "queries": len(fell),
+            "nearest_voted": percentiles([nearest[q] for q in fell]),
+        }
+    return result
 
 
 @dataclass
@@ -267,6 +326,7 @@ def cast_votes(
     collection: retrieval.CollectionRef,
     voted: Sequence[tuple[int, EvalQuery]],
     *,
+    vectors: dict[int, bytes],
     number: int,
     answer_top_k: int,
 ) -> VoteRound:
@@ -286,6 +346,8 @@ def cast_votes(
                 status=FeedbackStatus.RATING.value,
                 question=query.question,
                 chunk_ids=[chunk_id],
+                question_vector=vectors[index],
+                embedding_model=components.embedder.name,
             )
         )
 
@@ -335,39 +397,50 @@ def clear_bench_votes(components: Components, collection_id: int) -> int:
 
 @dataclass
 class VoteSpread:
-    """Where the votes in force lie, and the places the policy would move what carries them."""
+    """The live votes of the collection, read from SQL, and the places the policy's shift of each chunk's
+    (and each document's) net votes would move it if every vote counted for every question: the most the
+    ranking can move them, whatever it weighs votes by."""
 
+    votes: int
     chunks: int
     chunks_up: int  # net votes > 0
     chunks_down: int
     documents: int
-    chunk_shift: dict[int, int]  # policy shift → chunks
-    document_shift: dict[int, int]  # policy shift (by the sum of its chunks' votes) → documents
-    document_shift_of: dict[int, int]  # document id → its shift, for counting shifts applied
+    chunk_shift: dict[int, int]  # shift → chunks
+    document_shift: dict[int, int]  # shift (by the sum of its chunks' votes) → documents
 
 
 def vote_spread(components: Components, collection_id: int, policy: PriorPolicy) -> VoteSpread:
-    priors = components.ratings.priors(collection_id)
+    """Unweighed by age: the bench's votes are minutes old."""
+    net: dict[int, float] = {}
     with components.session_factory() as session:
+        rows = session.execute(
+            select(Feedback.rating, Feedback.chunk_ids).where(
+                Feedback.collection_id == collection_id, Feedback.status != FeedbackStatus.WITHDRAWN.value
+            )
+        ).all()
+        for rating, chunk_ids in rows:
+            for chunk_id in set(chunk_ids or ()):
+                net[chunk_id] = net.get(chunk_id, 0.0) + (1.0 if rating == "up" else -1.0)
+        net = {chunk_id: votes for chunk_id, votes in net.items() if votes}
         document_of = {
             chunk_id: document_id
             for chunk_id, document_id in session.execute(
-                select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(list(priors)))
+                select(Chunk.id, Chunk.document_id).where(Chunk.id.in_(list(net)))
             )
         }
     document_votes: dict[int, float] = {}
-    for chunk_id, votes in priors.items():
+    for chunk_id, votes in net.items():
         if chunk_id in document_of:
             document_votes[document_of[chunk_id]] = document_votes.get(document_of[chunk_id], 0.0) + votes
-    document_shift_of = {d: policy.shift(v) for d, v in document_votes.items()}
     return VoteSpread(
-        chunks=len(priors),
-        chunks_up=sum(v > 0 for v in priors.values()),
-        chunks_down=sum(v < 0 for v in priors.values()),
+        votes=len(rows),
+        chunks=len(net),
+        chunks_up=sum(v > 0 for v in net.values()),
+        chunks_down=sum(v < 0 for v in net.values()),
         documents=len(document_votes),
-        chunk_shift=dict(sorted(Counter(policy.shift(v) for v in priors.values()).items())),
-        document_shift=dict(sorted(Counter(document_shift_of.values()).items())),
-        document_shift_of=document_shift_of,
+        chunk_shift=dict(sorted(Counter(policy.shift(v) for v in net.values()).items())),
+        document_shift=dict(sorted(Counter(policy.shift(v) for v in document_votes.values()).items())),
     )
 
 
@@ -412,8 +485,8 @@ def summarise(
             }
         result[mode] = {
             "subsets": per_subset,
-            "chunk_shifts_returned": dict(sorted(current.chunk_shifts.items())),
-            "document_shifts_returned": dict(sorted(current.document_shifts.items())),
+            **displacement(baseline[mode], current),
+            "chunk_shifts_reported": dict(sorted(current.chunk_shifts.items())),
         }
     return result
 
@@ -461,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = list(range(len(queries)))
     random.Random(args.seed).shuffle(order)
     cut = round(len(order) * args.voted_share)
+    if not 0 < cut < len(order):
+        raise SystemExit(
+            "bench/ratings.py: --voted-share must leave at least one voted and one held-out query"
+        )
     voted = sorted(order[:cut])
     held_out = sorted(order[cut:])
     subsets = {
@@ -492,8 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
         )
         print(
-            f"policy: max_shift {policy.max_shift}, saturation {policy.saturation}, half-life "
-            f"{policy.half_life_days} d; answer_top_k {answer_top_k}; k {args.k}"
+            "policy: "
+            + ", ".join(f"{name} {value}" for name, value in asdict(policy).items())
+            + f"; answer_top_k {answer_top_k}; k {args.k}"
         )
         collection: retrieval.CollectionRef | None = None
         try:
@@ -517,14 +595,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw: dict[str, dict[str, Pass]] = {}
             rounds: list[VoteRound] = []
             eval_began = time.perf_counter()
-            raw["baseline"] = evaluate(components, collection, queries, k=args.k, document_shift={})
+            raw["baseline"] = evaluate(components, collection, queries, k=args.k)
             stage_seconds["baseline"] = time.perf_counter() - eval_began
+            voters = [(i, queries[i]) for i in voted]
+            embedded = components.embedder.embed_queries([query.question for query in queries])
+            # As the feedback service stores a question's vector: float32, little-endian.
+            vectors = {i: np.asarray(embedded[i], dtype="<f4").tobytes() for i in voted}
             for number in range(1, args.rounds + 1):
                 rounds.append(
                     cast_votes(
                         components,
                         collection,
-                        [(i, queries[i]) for i in voted],
+                        voters,
+                        vectors=vectors,
                         number=number,
                         answer_top_k=answer_top_k,
                     )
@@ -533,9 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 spread = vote_spread(components, collection.id, policy)
                 spreads[stage] = spread
                 eval_began = time.perf_counter()
-                raw[stage] = evaluate(
-                    components, collection, queries, k=args.k, document_shift=spread.document_shift_of
-                )
+                raw[stage] = evaluate(components, collection, queries, k=args.k)
                 stage_seconds[stage] = time.perf_counter() - eval_began
         finally:
             if args.data_dir is not None and collection is not None:
@@ -543,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             components.close_database()
     seconds = time.perf_counter() - began
 
+    near = nearness(embedded[held_out] @ embedded[voted].T, asdict(policy), subsets["held_out"], raw)
     stages = {stage: summarise(passes, raw["baseline"], subsets, args.k) for stage, passes in raw.items()}
     print_table(stages, args.k)
     print(
@@ -556,16 +638,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{stage}: {round_.votes} votes (A up {round_.up_first}, A down {round_.down_first}, B up "
             f"{round_.up_second}; {round_.no_gold_in_passages} down votes with no gold passage in the top "
-            f"{answer_top_k}) in {round_.seconds:.1f} s; in force: {spread.chunks} chunks ({spread.chunks_up} net up, "
-            f"{spread.chunks_down} net down) in {spread.documents} documents"
+            f"{answer_top_k}) in {round_.seconds:.1f} s; live: {spread.votes} votes on {spread.chunks} chunks "
+            f"({spread.chunks_up} net up, {spread.chunks_down} net down) in {spread.documents} documents"
         )
-        print(f"  policy shift → chunks {spread.chunk_shift}; → documents {spread.document_shift}")
+        print(
+            f"  shift of the net votes if every vote counted for every question: chunks {spread.chunk_shift}, "
+            f"documents {spread.document_shift} (places → how many)"
+        )
         for mode in MODES:
             applied = stages[stage][mode]
+            unit = "documents" if MODES[mode] else "chunks"
             print(
-                f"  {mode}: shifts among returned results: chunks {applied['chunk_shifts_returned']}"
-                + (f", documents {applied['document_shifts_returned']}" if MODES[mode] else "")
+                f"  {mode}: {applied['queries_reordered']} of {len(queries)} results lists changed; {unit} moved "
+                f"{applied['moved']} (places up → how many), {applied['new_in_top_k']} new in the top {args.k}; "
+                f"chunk shifts reported {applied['chunk_shifts_reported']}"
             )
+    print(
+        f"held-out questions, cosine to the nearest voted question: {near['nearest_voted']}"
+        + "".join(f"; {name} {value:.0%}" for name, value in near.items() if name.startswith("share"))
+    )
+    for mode in MODES:
+        fell = near[f"fell_{mode}"]
+        print(
+            f"  {mode}: {fell['queries']} held-out questions fell since the baseline; their nearest: {fell['nearest_voted']}"
+        )
     evaluation_seconds = sum(stage_seconds.values())
     print(
         f"times: setup {setup_seconds:.1f} s, ingest {report.seconds:.1f} s, evaluation "
@@ -584,11 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "k": args.k,
         "answer_top_k": answer_top_k,
-        "policy": {
-            "max_shift": policy.max_shift,
-            "saturation": policy.saturation,
-            "half_life_days": policy.half_life_days,
-        },
+        "policy": asdict(policy),
         "embedder": components.embedder.name,
         "ingest": {
             "files": report.files,
@@ -599,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "failed": report.failed,
         },
         "stages": stages,
+        "held_out_nearness": near,
         "rounds": [
             {
                 "round": r.number,
@@ -609,6 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "no_gold_in_passages": r.no_gold_in_passages,
                 "empty": r.empty,
                 "seconds": round(r.seconds, 2),
+                "live_votes": spreads[f"round {r.number}"].votes,
                 "chunks_with_votes": spreads[f"round {r.number}"].chunks,
                 "chunks_net_up": spreads[f"round {r.number}"].chunks_up,
                 "chunks_net_down": spreads[f"round {r.number}"].chunks_down,

@@ -64,14 +64,15 @@ def approved_corrections(session: Session, *, collection_id: int) -> list[Feedba
     )
 
 
-def live_ratings(session: Session, *, collection_id: int) -> list[tuple[str, list[int], datetime]]:
-    """(rating, cited chunk ids, when) of every feedback of the collection not withdrawn."""
-    rows = session.execute(
-        select(Feedback.rating, Feedback.chunk_ids, Feedback.created_at).where(
-            Feedback.collection_id == collection_id, Feedback.status != FeedbackStatus.WITHDRAWN
+def live_ratings(session: Session, *, collection_id: int) -> list[Feedback]:
+    """Every feedback of the collection not withdrawn: each is a vote on the chunks its answer cited."""
+    return list(
+        session.scalars(
+            select(Feedback).where(
+                Feedback.collection_id == collection_id, Feedback.status != FeedbackStatus.WITHDRAWN
+            )
         )
     )
-    return [(rating, list(chunk_ids or ()), created) for rating, chunk_ids, created in rows]
 
 
 def feedback_version(session: Session, *, collection_id: int) -> int:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from app.rag.embedding import Embedder, Vectors
 from app.rag.lexical import LexicalIndex, tokenize
-from app.rag.priors import PriorPolicy, apply_priors
+from app.rag.priors import PriorPolicy, VoteSet, apply_priors
 from app.rag.types import ScoredId
 from app.rag.vector_store import IndexCorruptError, VectorStore
 
@@ -170,7 +170,7 @@ class HybridRetriever:
         mode: RetrievalMode | None = None,
         diversify: bool = True,
         max_per_document: int | None = None,
-        priors: Mapping[int, float] | None = None,
+        votes: VoteSet | None = None,
     ) -> list[ScoredId]:
         """Best ``top_k`` ready chunks for ``query``; blocking (embedding and search are CPU work).
 
@@ -178,8 +178,8 @@ class HybridRetriever:
         finding documents wants; without it chunks come in plain fused order, which is what answering wants
         (an answer often needs several chunks of one document).
 
-        ``priors`` (chunk id → net votes from ratings, ``app.rag.priors``) move chunks, and with ``diversify``
-        their documents, a bounded number of places after fusion."""
+        ``votes`` (ratings of earlier answers, ``app.rag.priors``) move chunks, and with ``diversify`` their
+        documents, a bounded number of places after fusion, as far as the questions voted on are this one."""
         mode = mode or self._mode
         cache = self._fresh_cache(collection_id)
         if not cache.document_of:
@@ -187,8 +187,8 @@ class HybridRetriever:
         # Ask for more than needed: the index file may still hold chunks SQL no longer calls ready.
         wanted = max(self._candidates, top_k)
         chunk_rankings: list[list[ScoredId]] = []
-        if mode in ("hybrid", "dense"):
-            query_vector = self._embedder.embed_queries([query])[0]
+        query_vector = self._embedder.embed_queries([query])[0] if mode != "lexical" or votes else None
+        if query_vector is not None and mode in ("hybrid", "dense"):
             dense = cache.vectors.search(query_vector, wanted + 16)
             chunk_rankings.append([hit for hit in dense if hit.id in cache.document_of][:wanted])
         terms = tokenize(query)
@@ -196,8 +196,10 @@ class HybridRetriever:
             # The BM25 indexes are shared with newer caches (updated in place), so keep to this cache's ids.
             lexical = cache.lexical.search(terms, wanted + 16)
             chunk_rankings.append([hit for hit in lexical if hit.id in cache.document_of][:wanted])
-        priors = {c: v for c, v in (priors or {}).items() if c in cache.document_of}
         policy = self._prior_policy
+        priors: dict[int, float] = {}
+        if votes and query_vector is not None and policy.max_shift > 0:
+            priors = {c: v for c, v in votes.net_for(query_vector, policy).items() if c in cache.document_of}
         if not diversify:
             # A chunk may rise up to max_shift places: fuse that many more, reorder, then cut.
             fused = reciprocal_rank_fusion(
@@ -214,9 +216,9 @@ class HybridRetriever:
         fused_documents = reciprocal_rank_fusion(document_rankings, k=self._rrf_k, limit=wanted)
         if priors:
             document_priors: dict[int, float] = {}
-            for chunk_id, votes in priors.items():
+            for chunk_id, net in priors.items():
                 document = cache.document_of[chunk_id]
-                document_priors[document] = document_priors.get(document, 0.0) + votes
+                document_priors[document] = document_priors.get(document, 0.0) + net
             fused_documents = apply_priors(fused_documents, document_priors, policy)
         return fill_by_document(
             fused_chunks, fused_documents, cache.document_of, limit=top_k, max_per_document=max_per_document

@@ -28,6 +28,31 @@ def vector_bytes(vector: Vectors) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
 
+class QuestionVectors:
+    """Feedback questions' vectors: as stored, or embedded again (once per row) when the server's embedder is
+    not the one that stored them. Blocking."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self._embedder = embedder
+        self._embedded: dict[int, Vectors] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, question: str) -> tuple[bytes, str]:
+        """The stored form of a question's vector, and the model that made it."""
+        return vector_bytes(self._embedder.embed_queries([question])[0]), self._embedder.name
+
+    def of(self, feedback_id: int, question: str, stored: bytes | None, model: str) -> Vectors:
+        if stored is not None and model == self._embedder.name:
+            return np.frombuffer(stored, dtype="<f4").astype(np.float32)
+        with self._lock:
+            cached = self._embedded.get(feedback_id)
+        if cached is None:
+            cached = self._embedder.embed_queries([question])[0]
+            with self._lock:
+                self._embedded[feedback_id] = cached
+        return cached
+
+
 @dataclass(frozen=True)
 class _Loaded:
     version: int
@@ -35,18 +60,20 @@ class _Loaded:
 
 
 class CorrectionMemory:
-    def __init__(self, session_factory: sessionmaker[Session], embedder: Embedder, settings: FeedbackSettings):
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        embedder: Embedder,
+        vectors: QuestionVectors,
+        settings: FeedbackSettings,
+    ):
         self._session_factory = session_factory
         self._embedder = embedder
+        self._vectors = vectors
         self._settings = settings
         self._policy = MatchPolicy(thresholds=settings.correction_thresholds, overlap=settings.correction_overlap)
         self._loaded: dict[int, _Loaded] = {}
-        self._vectors: dict[int, Vectors] = {}  # feedback id → question vector, for rows stored without one
         self._lock = threading.Lock()
-
-    def embed_question(self, question: str) -> tuple[bytes, str]:
-        """The stored form of a correction's question vector, and the model that made it (blocking)."""
-        return vector_bytes(self._embedder.embed_queries([question])[0]), self._embedder.name
 
     def known(self, collection_id: int) -> tuple[KnownCorrection, ...]:
         """The collection's approved corrections as of now (blocking: one small query, more when they moved)."""
@@ -62,16 +89,7 @@ class CorrectionMemory:
         return corrections
 
     def _known(self, row: Feedback) -> KnownCorrection:
-        if row.question_vector is not None and row.embedding_model == self._embedder.name:
-            vector = np.frombuffer(row.question_vector, dtype="<f4").astype(np.float32)
-        else:
-            with self._lock:
-                cached = self._vectors.get(row.id)
-            if cached is None:
-                cached = self._embedder.embed_queries([row.question])[0]
-                with self._lock:
-                    self._vectors[row.id] = cached
-            vector = cached
+        vector = self._vectors.of(row.id, row.question, row.question_vector, row.embedding_model)
         return KnownCorrection(feedback_id=row.id, question=row.question, text=row.correction or "", vector=vector)
 
     def find(self, collection_id: int, question: str) -> list[CorrectionMatch]:

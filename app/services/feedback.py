@@ -96,15 +96,14 @@ def submit_feedback(
     if correction == "":
         raise InvalidInputError("a correction must say something; leave it out to only rate", param="correction")
     question = record.standalone_question or record.question
+    # Every rating's question is embedded: its votes count for similar questions, its correction answers them.
+    vector, embedding_model = components.question_vectors.embed(question)
     status = FeedbackStatus.RATING
-    vector: bytes | None = None
-    embedding_model = ""
     approved_at = None
     if correction is not None:
         status = FeedbackStatus.PENDING
         if components.settings.feedback.auto_approve:
             status = FeedbackStatus.APPROVED
-            vector, embedding_model = components.corrections.embed_question(question)
             approved_at = utcnow()
     with components.session_factory() as session:
         row = db_feedback.add_feedback(
@@ -191,7 +190,6 @@ def approve_feedback(components: Components, *, tenant_id: int, feedback_id: int
         if row.status == FeedbackStatus.WITHDRAWN:
             raise ConflictError(f"feedback {feedback_id} was withdrawn; post the correction again to use it")
         if row.status == FeedbackStatus.PENDING:
-            row.question_vector, row.embedding_model = components.corrections.embed_question(row.question)
             row.status = FeedbackStatus.APPROVED
             row.approved_at = utcnow()
             db_feedback.bump_feedback_version(session, collection_id=row.collection_id)

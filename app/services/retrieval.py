@@ -60,7 +60,7 @@ def search_collection(
         top_k=top_k,
         mode=mode,
         diversify=diversify,
-        priors=components.ratings.priors(collection.id),
+        votes=components.ratings.votes(collection.id),
     )
     with components.session_factory() as session:
         rows = db_documents.ready_chunks_by_id(

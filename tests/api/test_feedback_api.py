@@ -217,27 +217,33 @@ def _order(client: TestClient, query: str) -> list[dict[str, Any]]:
 
 def test_ratings_move_passages_within_bounds_and_can_be_turned_off(client: TestClient, services: Components) -> None:
     _ready(client, **{"alpha.md": BACKUPS_A, "beta.md": BACKUPS_B})
-    before = _order(client, "When do backups run on the storage cluster?")
+    query = "When do backups run on the storage cluster?"
+    before = _order(client, query)
     assert len(before) == 2 and all(c["prior"] == 0 and c["rank_shift"] == 0 for c in before)
-    second = before[1]
-    specific = "When do Beta backups run?" if second["source"] == "beta.md" else "When do Alpha backups run?"
-    answer = _ask(client, specific)
-    assert answer["citations"][0]["chunk_id"] == second["chunk_id"]
-    vote = _give(client, answer["query_id"], rating="up")
+    answer = _ask(client, query)
+    cited = answer["citations"][0]["chunk_id"]
+    vote = _give(client, answer["query_id"], rating="down")
 
-    after = _order(client, "When do backups run on the storage cluster?")
-    assert after[0]["chunk_id"] == second["chunk_id"]
-    assert after[0]["prior"] == pytest.approx(1.0, abs=0.01) and after[0]["rank_shift"] == 1
+    # The same question: the passage its answer cited moves down one place.
+    after = _order(client, query)
+    moved = next(c for c in after if c["chunk_id"] == cited)
+    assert moved["prior"] == pytest.approx(-1.0, abs=0.01) and moved["rank_shift"] == -1
+    assert after[-1]["chunk_id"] == cited
     # The answer's debug output shows the same.
-    moved = [e for e in _ask(client, "When do backups run on the storage cluster?")["debug"]["evidence"] if e.get("rank_shift")]
-    assert moved and moved[0]["chunk_id"] == second["chunk_id"]
+    shown = [e for e in _ask(client, query)["debug"]["evidence"] if e.get("rank_shift")]
+    assert shown and shown[0]["chunk_id"] == cited and shown[0]["rank_shift"] == -1
 
-    # Many down votes move a passage down by at most feedback.max_rank_shift (3) places.
+    # A question unlike the one voted on is not moved.
+    unrelated = _order(client, "Alpha nightly 02:00")
+    assert all(c["prior"] == 0 and c["rank_shift"] == 0 for c in unrelated)
+
+    # Many votes move a passage by at most feedback.max_rank_shift (3) places.
     client.delete(f"/v1/feedback/{vote['id']}")
+    assert all(c["rank_shift"] == 0 for c in _order(client, query))
     for _ in range(20):
         _give(client, answer["query_id"], rating="down")
-    with_downs = _order(client, "When do backups run on the storage cluster?")
-    assert with_downs[-1]["chunk_id"] == second["chunk_id"] and with_downs[-1]["rank_shift"] == -3
+    with_downs = _order(client, query)
+    assert with_downs[-1]["chunk_id"] == cited and with_downs[-1]["rank_shift"] == -3
     assert with_downs[-1]["prior"] == pytest.approx(-20.0, abs=0.1)
 
 
@@ -247,11 +253,11 @@ def test_ranking_from_ratings_off(tmp_path: Path, database_url: str) -> None:
     try:
         with TestClient(create_app(components=built)) as client:
             _ready(client, **{"alpha.md": BACKUPS_A, "beta.md": BACKUPS_B})
-            before = _order(client, "When do backups run on the storage cluster?")
-            specific = "When do Beta backups run?" if before[1]["source"] == "beta.md" else "When do Alpha backups run?"
+            query = "When do backups run on the storage cluster?"
+            before = _order(client, query)
             for _ in range(3):
-                _give(client, _ask(client, specific)["query_id"], rating="up")
-            after = _order(client, "When do backups run on the storage cluster?")
+                _give(client, _ask(client, query)["query_id"], rating="down")
+            after = _order(client, query)
             assert [c["chunk_id"] for c in after] == [c["chunk_id"] for c in before]
             assert all(c["rank_shift"] == 0 for c in after)
     finally:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.rag.corrections import KnownCorrection, MatchPolicy, match_corrections, question_key
-from app.rag.priors import PriorPolicy, Vote, apply_priors, net_votes
+from app.rag.priors import PriorPolicy, Vote, VoteSet, apply_priors
 from app.rag.types import ScoredId
 from tests.fakes import FakeEmbedder
 
@@ -43,19 +43,38 @@ def test_without_votes_the_ranking_is_unchanged() -> None:
     assert [hit.id for hit in off] == list(range(5)) and off[2].shift == 0 and off[2].prior == 5.0
 
 
+def _unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
 def test_votes_decay_by_half_life_and_count_a_chunk_once_per_answer() -> None:
+    question = _unit(1, 0)
     votes = [
-        Vote("up", [1, 2, 2], NOW),
-        Vote("down", [2], NOW - timedelta(days=30)),
-        Vote("up", [3], NOW - timedelta(days=60)),
-        Vote("up", [4], NOW),
-        Vote("down", [4], NOW),
+        Vote("up", [1, 2, 2], NOW, question),
+        Vote("down", [2], NOW - timedelta(days=30), question),
+        Vote("up", [3], NOW - timedelta(days=60), question),
+        Vote("up", [4], NOW, question),
+        Vote("down", [4], NOW, question),
     ]
-    net = net_votes(votes, now=NOW, half_life_days=30)
+    net = VoteSet(votes, now=NOW, half_life_days=30).net_for(question, PriorPolicy())
     assert net[1] == pytest.approx(1.0)
     assert net[2] == pytest.approx(0.5)
     assert net[3] == pytest.approx(0.25)
     assert 4 not in net  # an up and a down cancel out
+
+
+def test_a_vote_counts_as_far_as_the_new_question_is_the_one_voted_on() -> None:
+    voted = _unit(1, 0)
+    votes = VoteSet([Vote("up", [7], NOW, voted)], now=NOW, half_life_days=30)
+    policy = PriorPolicy(similarity_floor=0.88, similarity_full=0.95)
+    assert votes.net_for(voted, policy) == {7: pytest.approx(1.0)}
+    close = _unit(1, 0.3)  # cosine 0.958
+    assert votes.net_for(close, policy) == {7: pytest.approx(1.0)}
+    between = _unit(1, 0.45)  # cosine 0.912: part of the weight
+    assert 0.3 < votes.net_for(between, policy)[7] < 0.6
+    assert votes.net_for(_unit(1, 1), policy) == {}  # cosine 0.71: another question
+    assert VoteSet([], now=NOW, half_life_days=30).net_for(voted, policy) == {}
 
 
 EMBEDDER = FakeEmbedder()
