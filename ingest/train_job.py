@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ def train_handler(
         if _complete(output_dir):
             logger.info("train job for %s: %s is already trained; registering it", name, output_dir)
         else:
+            # A run killed with its machine leaves its hidden staging folder behind; one job trains a name.
+            for stale in output_dir.parent.glob(f".{output_dir.name}.*.partial"):
+                shutil.rmtree(stale, ignore_errors=True)
             try:
                 result = run_training(
                     spec, lambda fraction, _metrics: progress("train", fraction), timeout_seconds=timeout_seconds

@@ -49,9 +49,10 @@ def list_feedback(
     rating: Literal["up", "down"] | None = None,
     status: FeedbackStatusName | None = None,
     since: SinceFilter = None,
+    after: Annotated[int, Query(ge=0, description="Only feedback with a larger id: the next page.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> FeedbackList:
-    """Feedback to review, oldest first."""
+    """Feedback to review, oldest first; page on with ``after`` = the last id seen."""
     found = feedback.list_feedback(
         components,
         tenant_id=tenant_id,
@@ -59,6 +60,7 @@ def list_feedback(
         rating=rating,
         status=status,
         since=since,
+        after=after,
         limit=limit,
     )
     return FeedbackList(data=[FeedbackPublic.model_validate(asdict(info)) for info in found])

@@ -149,9 +149,10 @@ def list_feedback(
     rating: Rating | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    after: int = 0,
     limit: int = 100,
 ) -> list[FeedbackInfo]:
-    """The tenant's feedback, oldest first (blocking)."""
+    """The tenant's feedback, oldest first, from the id after ``after`` on (blocking)."""
     collection_id = _collection_id(components, tenant_id, collection) if collection else None
     names = _collection_names(components, tenant_id)
     with components.session_factory() as session:
@@ -162,6 +163,7 @@ def list_feedback(
             rating=rating,
             statuses=(FeedbackStatus(status),) if status else (),
             since=since,
+            after_id=after,
             limit=limit,
         )
         return [_info(row, names.get(row.collection_id or 0)) for row in rows]

@@ -155,6 +155,9 @@ def test_feedback_errors_and_review(client: TestClient, services: Components) ->
     assert [f["id"] for f in client.get("/v1/feedback?rating=down").json()["data"]] == [correction["id"]]
     assert [f["id"] for f in client.get("/v1/feedback?status=pending").json()["data"]] == [correction["id"]]
     assert client.get("/v1/feedback?collection=kb").json()["data"] == listed
+    page = client.get("/v1/feedback", params={"limit": 1}).json()["data"]
+    following = client.get("/v1/feedback", params={"limit": 1, "after": page[0]["id"]}).json()["data"]
+    assert [f["id"] for f in page + following] == [rating["id"], correction["id"]]
     assert_envelope(client.get("/v1/feedback?collection=other"), 404, "not_found")
     future = (utcnow() + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert client.get("/v1/feedback", params={"since": future}).json()["data"] == []
