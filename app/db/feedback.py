@@ -32,7 +32,6 @@ def list_feedback(
     rating: str | None = None,
     statuses: Sequence[FeedbackStatus] = (),
     since: datetime | None = None,
-    with_correction: bool = False,
     after_id: int = 0,
     limit: int | None = None,
 ) -> list[Feedback]:
@@ -46,8 +45,6 @@ def list_feedback(
         query = query.where(Feedback.status.in_([s.value for s in statuses]))
     if since is not None:
         query = query.where(Feedback.created_at >= since)
-    if with_correction:
-        query = query.where(Feedback.correction.is_not(None))
     query = query.order_by(Feedback.id)
     if limit is not None:
         query = query.limit(limit)
