@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from app.config import Settings
+from app.rag.filetypes import SUPPORTED_EXTENSIONS
 
 if TYPE_CHECKING:
     from app.components import Components
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wenda")
 
-SUPPORTED_SUFFIXES = {".pdf", ".docx", ".html", ".htm", ".md", ".markdown", ".txt", ".text"}
+# The upload check's own list: a directory is walked for exactly what an upload accepts.
+SUPPORTED_SUFFIXES = frozenset(SUPPORTED_EXTENSIONS)
 
 
 # Libraries that narrate their own start-up at INFO: faiss lists every CPU build it could not load, alembic

@@ -14,6 +14,7 @@ import io
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import charset_normalizer
 import docx
@@ -35,6 +36,7 @@ _LABELS = {
     FileType.DOCX: "DOCX",
     FileType.HTML: "HTML",
     FileType.MARKDOWN: "Markdown",
+    FileType.RESTRUCTUREDTEXT: "reStructuredText",
     FileType.TEXT: "text",
 }
 
@@ -181,6 +183,66 @@ def _parse_markdown(data: bytes) -> ParsedDocument:
     text = decode_text(data)
     headings = _markdown_headings(text, markdown=True)
     return ParsedDocument(text, FileType.MARKDOWN, _title_from_text(text, headings, markdown=True), headings)
+
+
+def _parse_rst(data: bytes) -> ParsedDocument:
+    # As with Markdown, the source is the document text (code blocks and directives' text kept as written);
+    # docutils finds the sections, whatever adornment characters the file uses for which level.
+    text = decode_text(data)
+    headings = _rst_headings(text)
+    title = headings[0].title if headings and headings[0].level == 1 else _title_from_text(text, (), markdown=False)
+    return ParsedDocument(text, FileType.RESTRUCTUREDTEXT, _clean_title(title), headings)
+
+
+# docutils as a reader of untrusted files: no `.. include::` or `.. raw::` (they read server files and pass
+# HTML through), no messages anywhere, and never stop at an error (Sphinx's own directives and roles, such as
+# `.. code-block::` and `:ref:`, are unknown to plain docutils; their text stays in the source).
+_RST_SETTINGS = {
+    "file_insertion_enabled": False,
+    "raw_enabled": False,
+    "report_level": 5,
+    "halt_level": 5,
+    "doctitle_xform": False,
+    "sectsubtitle_xform": False,
+}
+
+
+def _rst_headings(text: str) -> tuple[Heading, ...]:
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    tree = publish_doctree(text, settings_overrides={**_RST_SETTINGS, "warning_stream": io.StringIO()})
+    lines = text.split("\n")
+    starts = _line_offsets(lines)
+    headings = []
+    for title in tree.findall(nodes.title):
+        section = title.parent
+        if not isinstance(section, nodes.section) or title.line is None:
+            continue
+        level = sum(1 for ancestor in _ancestors(section) if isinstance(ancestor, nodes.section))
+        words = title.astext().strip()
+        # docutils gives the line of the underline (1-based): the title is the line above it.
+        index = _title_line(lines, title.line - 2, words)
+        if index is not None:
+            headings.append(Heading(start=starts[index], level=level, title=words))
+    return tuple(sorted(headings, key=lambda h: h.start))
+
+
+def _ancestors(node: Any) -> list[Any]:
+    found = []
+    while node is not None:
+        found.append(node)
+        node = node.parent
+    return found
+
+
+def _title_line(lines: list[str], guess: int, words: str) -> int | None:
+    """The line that holds the title: docutils' guess, or a line next to it (inline markup, overlines)."""
+    first = words.split()[0] if words.split() else ""
+    for index in (guess, guess - 1, guess + 1, guess - 2):
+        if 0 <= index < len(lines) and first and first in lines[index]:
+            return index
+    return None
 
 
 def _markdown_headings(text: str, *, markdown: bool) -> tuple[Heading, ...]:
@@ -707,6 +769,7 @@ _PARSERS: dict[FileType, Callable[[bytes], ParsedDocument]] = {
     FileType.DOCX: _parse_docx,
     FileType.HTML: _parse_html,
     FileType.MARKDOWN: _parse_markdown,
+    FileType.RESTRUCTUREDTEXT: _parse_rst,
     FileType.TEXT: _parse_text,
 }
 

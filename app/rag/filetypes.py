@@ -21,6 +21,8 @@ _EXTENSIONS: dict[str, FileType] = {
     ".htm": FileType.HTML,
     ".md": FileType.MARKDOWN,
     ".markdown": FileType.MARKDOWN,
+    ".rst": FileType.RESTRUCTUREDTEXT,
+    ".rest": FileType.RESTRUCTUREDTEXT,
     ".txt": FileType.TEXT,
     ".text": FileType.TEXT,
 }
@@ -39,6 +41,7 @@ _LABELS = {
     FileType.DOCX: "DOCX (Word)",
     FileType.HTML: "HTML",
     FileType.MARKDOWN: "Markdown",
+    FileType.RESTRUCTUREDTEXT: "reStructuredText",
     FileType.TEXT: "text",
 }
 

@@ -13,6 +13,7 @@ class FileType(enum.StrEnum):
     DOCX = "docx"
     HTML = "html"
     MARKDOWN = "markdown"
+    RESTRUCTUREDTEXT = "rst"
     TEXT = "text"
 
     @property
@@ -25,6 +26,7 @@ _MIME = {
     FileType.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     FileType.HTML: "text/html",
     FileType.MARKDOWN: "text/markdown",
+    FileType.RESTRUCTUREDTEXT: "text/x-rst",
     FileType.TEXT: "text/plain",
 }
 

@@ -191,3 +191,17 @@ def test_ingesting_into_an_unreadable_index_rebuilds_it_from_sql(
         ready = db_documents.ready_chunk_ids(session, collection_id=collection_id)
     assert set(stored_ids(services.store.load(collection_id))) == ready
     assert {i >> 20 for i in ready} == {first["document_id"], second["document_id"]}
+
+
+def test_a_sphinx_page_is_ingested_with_its_sections(client: TestClient) -> None:
+    from tests.unit.test_parsing import SPHINX_PAGE
+
+    response = upload(client, "docs", "install.rst", SPHINX_PAGE.encode())
+    assert response.status_code == 202, response.text
+    assert wait_for_job(client, response.json()["job_id"])["status"] == "done"
+    hits = client.post(
+        "/v1/retrieve", json={"collection": "docs", "query": "Stop the worker before upgrading", "top_k": 3}
+    ).json()["chunks"]
+    found = next(hit for hit in hits if "Stop the worker before upgrading" in hit["text"])
+    assert found["section"] == "Handbook > Install wenda > Upgrade"
+    assert SPHINX_PAGE[found["start"] : found["end"]] == found["text"]

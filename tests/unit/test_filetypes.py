@@ -53,6 +53,8 @@ def _zip_bytes(names: list[str]) -> bytes:
         ("le16.txt", "plain ASCII saved as UTF-16 without a BOM\n".encode("utf-16-le"), FileType.TEXT),
         ("be16.md", "# Heading\n\nBOM-less big-endian\n".encode("utf-16-be"), FileType.MARKDOWN),
         ("empty.txt", b"", FileType.TEXT),
+        ("index.rst", b"Title\n=====\n\nText.\n", FileType.RESTRUCTUREDTEXT),
+        ("NOTES.REST", "标题\n====\n".encode(), FileType.RESTRUCTUREDTEXT),
         (r"C:\Users\me\Documents\report.pdf", MINIMAL_PDF, FileType.PDF),
     ],
 )
@@ -64,7 +66,8 @@ def test_unknown_extension_names_the_file_and_lists_supported_types() -> None:
     with pytest.raises(UnsupportedFileTypeError) as caught:
         detect_file_type("photo.png", PNG)
     assert caught.value.message.startswith(
-        "photo.png: unsupported file type '.png'; supported: .pdf, .docx, .html, .htm, .md, .markdown, .txt"
+        "photo.png: unsupported file type '.png'; supported: .pdf, .docx, .html, .htm, .md, .markdown, .rst, .rest, "
+        ".txt"
     )
     assert caught.value.code == "unsupported_file_type"
 

@@ -441,3 +441,63 @@ def test_memory_errors_pass_through_for_the_sandbox(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(parsing._PARSERS, FileType.PDF, exhaust)
     with pytest.raises(MemoryError):
         parse_document(b"%PDF-", FileType.PDF)
+
+
+SPHINX_PAGE = """\
+=========
+Handbook
+=========
+
+Intro paragraph.
+
+Install ``wenda``
+=================
+
+Run :ref:`setup` first and see :doc:`other`.
+
+.. code-block:: python
+
+   print("kept as written")
+
+.. note:: Keep the API key in the vault.
+
+.. include:: /etc/passwd
+
+.. raw:: html
+
+   <script>alert(1)</script>
+
+Upgrade
+-------
+
+Stop the worker before upgrading.
+
+部署
+====
+
+生产环境部署前需要运维负责人审批。
+"""
+
+
+def test_rst_sections_from_docutils_with_offsets_into_the_source() -> None:
+    document = parse_document(SPHINX_PAGE.encode(), FileType.RESTRUCTUREDTEXT)
+    # The source is the text: code blocks, directives and Sphinx roles stay as written.
+    assert document.text == SPHINX_PAGE and document.title == "Handbook"
+    assert [(h.level, h.title) for h in document.headings] == [
+        (1, "Handbook"),
+        (2, "Install wenda"),
+        (3, "Upgrade"),
+        (2, "部署"),
+    ]
+    for heading in document.headings:
+        line = document.text[heading.start :].split("\n", 1)[0]
+        assert heading.title.split()[0] in line
+    # include and raw are refused silently: nothing is read from the server, nothing passes through.
+    assert "root:" not in document.text
+
+
+def test_rst_without_sections_and_malformed_markup_still_parse() -> None:
+    plain = parse_document(b"Just a paragraph with *unclosed emphasis.\n\n.. unknown-directive::\n", FileType.RESTRUCTUREDTEXT)
+    assert plain.headings == () and plain.title.startswith("Just a paragraph")
+    with pytest.raises(DocumentParseError, match="contains no text"):
+        parse_document(b"   \n", FileType.RESTRUCTUREDTEXT)
