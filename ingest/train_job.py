@@ -142,13 +142,4 @@ def _inspect(
 
 
 def _row(spec: AdapterSpec) -> ModelAdapter:
-    return ModelAdapter(
-        name=spec.name,
-        path=spec.path,
-        base_model=spec.base_model,
-        rank=spec.rank,
-        target_modules=list(spec.target_modules),
-        description=spec.description,
-        examples=list(spec.examples),
-        source=TRAINED,
-    )
+    return ModelAdapter(**spec.stored_fields(), source=TRAINED)

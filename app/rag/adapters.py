@@ -41,6 +41,18 @@ class AdapterSpec:
     description: str = ""
     examples: tuple[str, ...] = ()
 
+    def stored_fields(self) -> dict[str, Any]:
+        """The registry row's columns for this adapter, as plain values (lists, not tuples)."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "base_model": self.base_model,
+            "rank": self.rank,
+            "target_modules": list(self.target_modules),
+            "description": self.description,
+            "examples": list(self.examples),
+        }
+
 
 def model_key(name: str) -> str:
     """The comparable form of a model name or path: its last component, lower case.

@@ -143,16 +143,7 @@ def _insert(components: Components, spec: AdapterSpec, source: str) -> None:
 
 
 def _row(spec: AdapterSpec, source: str) -> ModelAdapter:
-    return ModelAdapter(
-        name=spec.name,
-        path=spec.path,
-        base_model=spec.base_model,
-        rank=spec.rank,
-        target_modules=list(spec.target_modules),
-        description=spec.description,
-        examples=list(spec.examples),
-        source=source,
-    )
+    return ModelAdapter(**spec.stored_fields(), source=source)
 
 
 async def remove_adapter(components: Components, *, name: str) -> None:
