@@ -109,7 +109,11 @@ class WorkerSettings(BaseModel):
         description="Randomness in each backoff, so jobs that failed together do not retry together. equal: "
         "between half and all of the exponential delay; full: anywhere from zero to all of it.",
     )
-    parse_timeout_seconds: float = Field(120.0, gt=0, description="Wall-clock limit for parsing one file.")
+    parse_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Wall-clock limit for parsing one file; OCR reads a scanned page in ~2.5 s on two cores.",
+    )
     parse_memory_mb: int = Field(2048, ge=128, description="Address-space limit of the parsing subprocess.")
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from app.rag.types import ChunkDraft, Heading, ParsedDocument
+from app.rag.types import ChunkDraft, FileType, Heading, ParsedDocument
 
 # Tried in order: the splitter falls back to the next only for pieces still too large.
 SEPARATORS = [
@@ -39,6 +39,10 @@ SEPARATORS = [
     " ",
     "",
 ]
+
+# Source code, logs and configuration are cut at line ends only: ". " or "; " inside a line of code is not the
+# end of anything.
+LINE_SEPARATORS = ["\n\n", "\n", ""]
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -102,7 +106,7 @@ def split_document(
     overlap_tokens: int,
 ) -> list[ChunkDraft]:
     splitter = RecursiveCharacterTextSplitter(
-        separators=SEPARATORS,
+        separators=LINE_SEPARATORS if document.file_type is FileType.CODE else SEPARATORS,
         keep_separator="end",
         chunk_size=chunk_tokens,
         chunk_overlap=overlap_tokens,

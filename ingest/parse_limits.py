@@ -10,8 +10,9 @@ worker's memory, CPU or time.
 
 Children come from a fork server of this module's own: ``python -m ingest.parse_limits``, started with
 ``subprocess`` by each process on its first parse (~0.3 s of imports, once) and ended when that process
-closes its end of a pipe, by exiting or otherwise. It imports the parser libraries once, is single-threaded
-and forks with ``os.fork``, so a parse costs a fork instead of an interpreter start, and nothing is forked
+closes its end of a pipe, by exiting or otherwise. It imports the common parsers' libraries once (text,
+Markdown, HTML, DOCX; the other formats' come in the child that needs them, see ``ingest.parsing``), is
+single-threaded and forks with ``os.fork``, so a parse costs a fork instead of an interpreter start, and nothing is forked
 from the caller's own multi-threaded process. Only public APIs are used, and it works in daemonic processes
 such as a Celery prefork worker's, where ``multiprocessing`` refuses to start children. billiard's fork
 server, which would allow them, reports every child killed by a signal as exit status 255 and re-runs the
@@ -55,6 +56,7 @@ from typing import Any, TypeVar
 
 from app.rag.errors import DocumentParseError
 from app.rag.types import FileType, Heading, ParsedDocument
+from ingest.page_progress import PageProgress
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ _SERVER_REPLY_SECONDS = 60.0
 _LONGEST_POLL_SECONDS = 86_400.0
 # A pipe holds 64 KiB on Linux; larger writes to a full one only come back partial.
 _PIPE_CHUNK_BYTES = _MIB
+# A progress record is this byte, "<done> <total>", and a newline. The result, which comes last, is JSON, whose
+# encoding never holds a NUL, so the first byte tells the two apart.
+_PROGRESS_TAG = b"\x00"
 # A request is a few dozen bytes of JSON; anything longer is not ours.
 _MAX_REQUEST_BYTES = 4096
 # What the server writes to a parse's status pipe: the child's pid (or -errno if it could not fork), then its
@@ -87,9 +92,17 @@ _ALIVE_FD = 0
 
 
 def parse_in_subprocess(
-    data: bytes, file_type: FileType, *, timeout_seconds: float, memory_mb: int
+    data: bytes,
+    file_type: FileType,
+    *,
+    timeout_seconds: float,
+    memory_mb: int,
+    on_pages: PageProgress | None = None,
 ) -> ParsedDocument:
     """Parse ``data`` in a child process limited to ``timeout_seconds`` and ``memory_mb`` MiB.
+
+    ``on_pages(done, total)`` is called, in this process, as a slow parser (OCR) finishes pages; whatever it
+    raises ends the parse.
 
     Raises ``DocumentParseError`` for everything the file can cause: its own parse errors, a timeout, running
     out of memory or CPU time, a crash. Failing to start a process at all, or the fork server dying, is the
@@ -100,16 +113,18 @@ def parse_in_subprocess(
         raise ValueError("timeout_seconds and memory_mb must be positive")
     memory_bytes = memory_mb * _MIB
     # CPU time is a second line of defence behind the wall-clock timeout: it also stops a child whose threads
-    # burn several cores at once, and one whose server died. Receiving the file counts too, hence the extra
-    # second.
-    cpu_seconds = math.ceil(timeout_seconds) + 1
+    # burn many cores at once, and one whose server died. OCR runs its engine on two threads, so a legitimate
+    # parse may use twice its wall time; receiving the file counts too, hence the extra second.
+    cpu_seconds = 2 * math.ceil(timeout_seconds) + 1
     request = _ParseRequest(
         file_type=file_type.value, size=len(data), memory_bytes=memory_bytes, cpu_seconds=cpu_seconds
     )
     with _fork_server.start_parse(request) as child:
         reply: bytes | None = None
         try:
-            reply = child.exchange(data, timeout_seconds=timeout_seconds, max_bytes=memory_bytes)
+            reply = child.exchange(
+                data, timeout_seconds=timeout_seconds, max_bytes=memory_bytes, on_pages=on_pages
+            )
             if reply is None:
                 logger.warning("parsing a %s file timed out after %s s", file_type.value, timeout_seconds)
                 raise DocumentParseError(
@@ -301,8 +316,11 @@ class _ParseChild:
         os.close(self._result_r)
         os.close(self._status_r)
 
-    def exchange(self, data: bytes, *, timeout_seconds: float, max_bytes: int) -> bytes | None:
-        """Send ``data`` to the child and collect what it writes until it closes its end.
+    def exchange(
+        self, data: bytes, *, timeout_seconds: float, max_bytes: int, on_pages: PageProgress | None = None
+    ) -> bytes | None:
+        """Send ``data`` to the child and collect what it writes until it closes its end: progress records,
+        each passed to ``on_pages`` as it arrives, then the result, which is returned.
 
         None when ``timeout_seconds`` pass first. A reply over ``max_bytes`` is a ``DocumentParseError``: the
         child's whole result lives inside its address-space limit, so a longer one is a lie, and refusing it
@@ -313,6 +331,7 @@ class _ParseChild:
         unsent = memoryview(data)
         received: list[bytes] = []
         received_bytes = 0
+        pending = b""  # what has come before the result: progress records, the last perhaps cut short
         with selectors.DefaultSelector() as selector:
             if unsent and self._data_w is not None:
                 # Without this, a write to a pipe that has some room but less than the chunk would block.
@@ -337,13 +356,18 @@ class _ParseChild:
                         chunk = os.read(self._result_r, _PIPE_CHUNK_BYTES)
                         if not chunk:
                             return b"".join(received)
-                        received.append(chunk)
                         received_bytes += len(chunk)
                         if received_bytes > max_bytes:
                             logger.error("the parser process sent more than %s bytes", max_bytes)
                             raise DocumentParseError(
                                 "the parser returned an unreadable result; please report this file"
                             )
+                        if received:
+                            received.append(chunk)
+                        else:
+                            pending = _take_progress(pending + chunk, on_pages)
+                            if pending and not pending.startswith(_PROGRESS_TAG):
+                                received.append(pending)
         return None
 
     def end(self, *, grace_seconds: float) -> int | None:
@@ -393,6 +417,16 @@ class _ParseChild:
         if self._data_w is not None:
             os.close(self._data_w)
             self._data_w = None
+
+
+def _take_progress(pending: bytes, on_pages: PageProgress | None) -> bytes:
+    """Pass each whole progress record at the start of ``pending`` to ``on_pages``; return the rest."""
+    while pending.startswith(_PROGRESS_TAG) and (end := pending.find(b"\n")) >= 0:
+        record, pending = pending[1:end], pending[end + 1 :]
+        done, _, total = record.partition(b" ")
+        if on_pages is not None and done.isdigit() and total.isdigit():
+            on_pages(int(done), int(total))
+    return pending
 
 
 def _read_status_word(fd: int, timeout_seconds: float) -> int | None:
@@ -458,6 +492,8 @@ def _document_from_json(payload: bytes) -> ParsedDocument:
                 Heading(start=_typed(start, int), level=_typed(level, int), title=_typed(title, str))
                 for start, level, title in result["headings"]
             ),
+            metadata=tuple((_typed(key, str), _typed(value, str)) for key, value in result["metadata"]),
+            ocr_pages=tuple(_typed(page, int) for page in result["ocr_pages"]),
         )
     except DocumentParseError:
         raise
@@ -613,8 +649,12 @@ def _parse_in_child(data_r: int, result_w: int, request: _ParseRequest) -> int:
         # Imported by the server already; the caller's process never needs the parsers.
         from ingest.parsing import parse_document
 
+        def report_pages(done: int, total: int) -> None:
+            # One short write each (under PIPE_BUF, so never interleaved); the caller reads as they come.
+            os.write(result_w, _PROGRESS_TAG + f"{done} {total}\n".encode())
+
         try:
-            document = parse_document(data, FileType(request.file_type))
+            document = parse_document(data, FileType(request.file_type), on_pages=report_pages)
         except DocumentParseError as exc:
             outcome: dict[str, object] = {"error": exc.message}
         else:
@@ -623,6 +663,8 @@ def _parse_in_child(data_r: int, result_w: int, request: _ParseRequest) -> int:
                 "file_type": document.file_type.value,
                 "title": document.title,
                 "headings": [[h.start, h.level, h.title] for h in document.headings],
+                "metadata": [list(pair) for pair in document.metadata],
+                "ocr_pages": list(document.ocr_pages),
             }
         # ensure_ascii=False keeps Chinese text at 3 bytes a character instead of 12. Any lone surrogate that
         # slipped through becomes a \udxxx escape, which JSON reads back as the same character.

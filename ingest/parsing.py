@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import importlib
 import io
 import logging
 import re
@@ -23,29 +24,19 @@ from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 from docx.document import Document as DocxDocument
 from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
-from pypdf import PasswordType, PdfReader
 
 from app.rag.errors import DocumentParseError
-from app.rag.filetypes import SNIFF_BYTES, sniff_unicode_encoding
+from app.rag.filetypes import FORMAT_OF, SNIFF_BYTES, sniff_unicode_encoding
 from app.rag.types import FileType, Heading, ParsedDocument
+from ingest.page_progress import PageProgress, reporting_pages
 
 logger = logging.getLogger(__name__)
 
-_LABELS = {
-    FileType.PDF: "PDF",
-    FileType.DOCX: "DOCX",
-    FileType.HTML: "HTML",
-    FileType.MARKDOWN: "Markdown",
-    FileType.RESTRUCTUREDTEXT: "reStructuredText",
-    FileType.TEXT: "text",
-}
 
 _UNDETECTED_ENCODING = (
     "the text encoding of the file could not be detected; save the file as UTF-8 and upload it again"
 )
 
-# Below this many non-whitespace characters per page on average, a PDF is images with at most a stray caption.
-_MIN_PDF_CHARS_PER_PAGE = 20
 _MAX_TITLE_CHARS = 200
 _MAX_FIRST_LINE_TITLE = 80
 _MAX_REASON_CHARS = 160
@@ -131,14 +122,18 @@ _HTML_CHARSET_ALIASES = {
 }
 
 
-def parse_document(data: bytes, file_type: FileType) -> ParsedDocument:
+def parse_document(data: bytes, file_type: FileType, *, on_pages: PageProgress | None = None) -> ParsedDocument:
     """Parse ``data`` as ``file_type``; raise ``DocumentParseError`` with a user-readable reason on failure.
+
+    ``on_pages(done, total)`` hears from parsers that work page by page (OCR) as they go.
 
     ``MemoryError`` is let through on purpose: ``ingest.parse_limits`` reports it as the memory limit it is.
     """
-    label = _LABELS[file_type]
+    label = FORMAT_OF[file_type].label
     try:
-        document = _PARSERS[file_type](data)
+        parse = parser_for(file_type)
+        with reporting_pages(on_pages):
+            document = parse(data)
     except (DocumentParseError, MemoryError):
         raise
     except RecursionError as exc:
@@ -174,15 +169,20 @@ def decode_text(data: bytes) -> str:
 
 def _parse_text(data: bytes) -> ParsedDocument:
     text = decode_text(data)
-    headings = _markdown_headings(text, markdown=False)
-    return ParsedDocument(text, FileType.TEXT, _title_from_text(text, headings, markdown=False), headings)
+    headings = markdown_headings(text, markdown=False)
+    return ParsedDocument(text, FileType.TEXT, title_from_text(text, headings, markdown=False), headings)
+
+
+def _parse_code(data: bytes) -> ParsedDocument:
+    # No headings: a "# comment" in code or a config file is not a title, and the chunker cuts at line ends.
+    return ParsedDocument(decode_text(data), FileType.CODE)
 
 
 def _parse_markdown(data: bytes) -> ParsedDocument:
     # The source itself is the document text: offsets into it are what citations point back to.
     text = decode_text(data)
-    headings = _markdown_headings(text, markdown=True)
-    return ParsedDocument(text, FileType.MARKDOWN, _title_from_text(text, headings, markdown=True), headings)
+    headings = markdown_headings(text, markdown=True)
+    return ParsedDocument(text, FileType.MARKDOWN, title_from_text(text, headings, markdown=True), headings)
 
 
 def _parse_rst(data: bytes) -> ParsedDocument:
@@ -190,7 +190,7 @@ def _parse_rst(data: bytes) -> ParsedDocument:
     # docutils finds the sections, whatever adornment characters the file uses for which level.
     text = decode_text(data)
     headings = _rst_headings(text)
-    title = headings[0].title if headings and headings[0].level == 1 else _title_from_text(text, (), markdown=False)
+    title = headings[0].title if headings and headings[0].level == 1 else title_from_text(text, (), markdown=False)
     return ParsedDocument(text, FileType.RESTRUCTUREDTEXT, _clean_title(title), headings)
 
 
@@ -213,7 +213,7 @@ def _rst_headings(text: str) -> tuple[Heading, ...]:
 
     tree = publish_doctree(text, settings_overrides={**_RST_SETTINGS, "warning_stream": io.StringIO()})
     lines = text.split("\n")
-    starts = _line_offsets(lines)
+    starts = line_offsets(lines)
     headings = []
     for title in tree.findall(nodes.title):
         section = title.parent
@@ -245,15 +245,15 @@ def _title_line(lines: list[str], guess: int, words: str) -> int | None:
     return None
 
 
-def _markdown_headings(text: str, *, markdown: bool) -> tuple[Heading, ...]:
+def markdown_headings(text: str, *, markdown: bool) -> tuple[Heading, ...]:
     """ATX headings outside fenced code; for Markdown proper also setext headings, after any front matter.
 
     Plain text gets only the ``#`` lines: an underline of dashes there is more often a rule than a heading.
     """
     headings: list[Heading] = []
     lines = text.split("\n")
-    offsets = _line_offsets(lines)
-    index = _front_matter_end(lines) if markdown else 0
+    offsets = line_offsets(lines)
+    index = front_matter_end(lines) if markdown else 0
     fence: tuple[str, int] | None = None  # the open fence's character and length
     paragraph: list[int] = []  # the lines a setext underline would turn into a heading
     in_container = False  # lazy continuation lines of a list item or quote cannot become setext headings
@@ -293,7 +293,7 @@ def _closes_fence(fence: tuple[str, int], match: re.Match[str]) -> bool:
     return marker[0] == fence[0] and len(marker) >= fence[1] and not match.group(2).strip()
 
 
-def _front_matter_end(lines: list[str]) -> int:
+def front_matter_end(lines: list[str]) -> int:
     """Index of the first line after a YAML front matter block, or 0 when there is none."""
     if not lines or lines[0].rstrip() != "---":
         return 0
@@ -303,7 +303,7 @@ def _front_matter_end(lines: list[str]) -> int:
     return 0
 
 
-def _line_offsets(lines: list[str]) -> list[int]:
+def line_offsets(lines: list[str]) -> list[int]:
     offsets: list[int] = []
     position = 0
     for line in lines:
@@ -312,11 +312,11 @@ def _line_offsets(lines: list[str]) -> list[int]:
     return offsets
 
 
-def _title_from_text(text: str, headings: tuple[Heading, ...], *, markdown: bool) -> str:
+def title_from_text(text: str, headings: tuple[Heading, ...], *, markdown: bool) -> str:
     if headings:
         return _clean_title(headings[0].title)
     lines = text.split("\n")
-    for line in lines[_front_matter_end(lines) if markdown else 0 :]:
+    for line in lines[front_matter_end(lines) if markdown else 0 :]:
         stripped = line.strip()
         if stripped:
             return _clean_title(stripped) if len(stripped) <= _MAX_FIRST_LINE_TITLE else ""
@@ -332,8 +332,8 @@ def _parse_html(data: bytes) -> ParsedDocument:
     title = _collapse(title_tag.get_text()) if title_tag is not None else ""
     _drop_boilerplate(soup)
     root = _main_content(soup)
-    builder = _TextBuilder()
-    _walk_html(root, builder)
+    builder = TextBuilder()
+    walk_html(root, builder)
     text = builder.text()
     if not title:
         title = next((heading.title for heading in builder.headings if heading.level == 1), "")
@@ -383,7 +383,7 @@ def _main_content(soup: BeautifulSoup) -> Tag:
     return body if isinstance(body, Tag) else soup
 
 
-class _TextBuilder:
+class TextBuilder:
     """Accumulates extracted text, turning block boundaries into newlines and recording heading offsets.
 
     Breaks and spaces are held back until the next visible text, so the result never starts or ends with
@@ -452,7 +452,7 @@ class _TextBuilder:
         self._length += len(text)
 
 
-def _walk_html(root: Tag, builder: _TextBuilder) -> None:
+def walk_html(root: Tag, builder: TextBuilder) -> None:
     # Iterative on purpose: hostile pages nest thousands of elements deep, beyond Python's recursion limit.
     stack: list[tuple[PageElement, bool]] = [(root, False)]
     while stack:
@@ -497,7 +497,7 @@ def _walk_html(root: Tag, builder: _TextBuilder) -> None:
 _MAX_NESTED_TABLES = 3
 
 
-def _parse_docx(data: bytes) -> ParsedDocument:
+def parse_docx(data: bytes) -> ParsedDocument:
     document = docx.Document(io.BytesIO(data))
     blocks: list[str] = []
     headings: list[Heading] = []
@@ -562,58 +562,6 @@ def _docx_title(document: DocxDocument) -> str:
     try:
         title = document.core_properties.title
     # A malformed docProps/core.xml should cost us the title, not the document.
-    except Exception:
-        return ""
-    return title if isinstance(title, str) else ""
-
-
-# --- PDF ------------------------------------------------------------------------------------------
-
-
-def _parse_pdf(data: bytes) -> ParsedDocument:
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            _unlock_pdf(reader)
-        pages = [_clean_block(page.extract_text() or "") for page in reader.pages]
-        title = _pdf_title(reader)
-    except (DocumentParseError, MemoryError, RecursionError):
-        raise
-    # pypdf raises its own errors and, on broken files, plain ValueError, KeyError, zlib.error and friends.
-    except Exception as exc:
-        logger.warning("could not read a PDF file: %s", type(exc).__name__)
-        raise DocumentParseError(f"the PDF file is damaged or not readable: {_short_reason(exc)}") from exc
-    if not pages:
-        raise DocumentParseError("the PDF file has no pages, so it contains no text")
-    visible = sum(len(_WHITESPACE_RUN.sub("", page)) for page in pages)
-    if visible / len(pages) < _MIN_PDF_CHARS_PER_PAGE:
-        raise DocumentParseError(
-            "the PDF file has (almost) no extractable text; it looks like a scanned or image-only PDF, "
-            "and OCR is not supported yet"
-        )
-    text = "\n\n".join(page for page in pages if page)
-    return ParsedDocument(text, FileType.PDF, _clean_title(title))
-
-
-def _unlock_pdf(reader: PdfReader) -> None:
-    # Many PDFs are encrypted only to restrict printing or copying and open with an empty user password.
-    try:
-        unlocked = reader.decrypt("") != PasswordType.NOT_DECRYPTED
-    # pypdf raises DependencyError for AES without the cryptography package, PdfReadError for unknown schemes.
-    except Exception as exc:
-        logger.info("could not decrypt a PDF with the empty password: %s", type(exc).__name__)
-        unlocked = False
-    if not unlocked:
-        raise DocumentParseError(
-            "the PDF file is encrypted with a password; remove the password protection and upload it again"
-        )
-
-
-def _pdf_title(reader: PdfReader) -> str:
-    try:
-        metadata = reader.metadata
-        title = metadata.title if metadata is not None else None
-    # Broken /Info dictionaries are common and should cost us the title, not the document.
     except Exception:
         return ""
     return title if isinstance(title, str) else ""
@@ -765,12 +713,51 @@ def _short_reason(exc: BaseException) -> str:
 
 
 _PARSERS: dict[FileType, Callable[[bytes], ParsedDocument]] = {
-    FileType.PDF: _parse_pdf,
-    FileType.DOCX: _parse_docx,
+    FileType.DOCX: parse_docx,
     FileType.HTML: _parse_html,
     FileType.MARKDOWN: _parse_markdown,
     FileType.RESTRUCTUREDTEXT: _parse_rst,
     FileType.TEXT: _parse_text,
+    FileType.CODE: _parse_code,
 }
+# The other formats' parsers, as "module.function" in ingest.formats. They are imported by the parse child that
+# needs one, not by the fork server every child is a copy of: their libraries (numpy under openpyxl and OCR,
+# python-pptx, pdfium) would add ~150 MiB to the address space of every child, which the memory limit counts,
+# and cost a text file's parse nothing.
+_FORMAT_PARSERS: dict[FileType, str] = {
+    FileType.PDF: "pdf.parse_pdf",
+    FileType.MDX: "markup.parse_mdx",
+    FileType.ASCIIDOC: "markup.parse_asciidoc",
+    FileType.ORG: "markup.parse_org",
+    FileType.LATEX: "markup.parse_latex",
+    FileType.CSV: "tables.parse_csv",
+    FileType.TSV: "tables.parse_tsv",
+    FileType.XLSX: "tables.parse_xlsx",
+    FileType.ODS: "tables.parse_ods",
+    FileType.XLS: "tables.parse_xls",
+    FileType.JSON: "structured.parse_json",
+    FileType.JSONL: "structured.parse_jsonl",
+    FileType.YAML: "structured.parse_yaml",
+    FileType.XML: "structured.parse_xml",
+    FileType.PPTX: "office.parse_pptx",
+    FileType.ODP: "office.parse_odp",
+    FileType.ODT: "office.parse_odt",
+    FileType.EPUB: "office.parse_epub",
+    FileType.EML: "mail.parse_eml",
+    FileType.MSG: "mail.parse_msg",
+    FileType.IMAGE: "images.parse_image",
+    FileType.DOC: "legacy.parse_doc",
+    FileType.PPT: "legacy.parse_ppt",
+}
+
+
+def parser_for(file_type: FileType) -> Callable[[bytes], ParsedDocument]:
+    """The function that parses ``file_type``, importing its module on first use."""
+    own = _PARSERS.get(file_type)
+    if own is not None:
+        return own
+    module, _, function = _FORMAT_PARSERS[file_type].rpartition(".")
+    parse: Callable[[bytes], ParsedDocument] = getattr(importlib.import_module(f"ingest.formats.{module}"), function)
+    return parse
 
 _LEVEL_ONE_HANZI = _level_one_hanzi()

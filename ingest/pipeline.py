@@ -78,8 +78,18 @@ class IngestPipeline:
         progress("parse", STAGE_START["parse"])
         began = time.perf_counter()
         data = (self._upload_dir / content_hash).read_bytes()
+        parse_share = STAGE_START["chunk"] - STAGE_START["parse"]
+
+        def pages_done(done: int, total: int) -> None:
+            # OCR reports each page it has read; the parse stage's share of the bar moves with them.
+            progress("parse", STAGE_START["parse"] + parse_share * min(done, total) / max(total, 1))
+
         parsed = parse_in_subprocess(
-            data, file_type, timeout_seconds=self._parse_timeout, memory_mb=self._parse_memory_mb
+            data,
+            file_type,
+            timeout_seconds=self._parse_timeout,
+            memory_mb=self._parse_memory_mb,
+            on_pages=pages_done,
         )
         timings["parse"] = time.perf_counter() - began
 
@@ -140,7 +150,12 @@ class IngestPipeline:
             document = self._document(session, document_id)
             chunk_ids = db_documents.replace_chunks(session, document=document, rows=rows)
             db_documents.record_parsed(
-                session, document=document, title=parsed.title, text_length=len(parsed.text)
+                session,
+                document=document,
+                title=parsed.title,
+                text_length=len(parsed.text),
+                ocr_pages=list(parsed.ocr_pages),
+                properties=_properties(parsed.metadata),
             )
             collection_id = document.collection_id
             session.commit()
@@ -167,3 +182,11 @@ class IngestPipeline:
         if document is None:
             raise DocumentGoneError(f"document {document_id} no longer exists")
         return document
+
+
+def _properties(metadata: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """A parser's (name, value) pairs as one value per name: a book's several authors joined by commas."""
+    joined: dict[str, str] = {}
+    for name, value in metadata:
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return joined

@@ -27,7 +27,10 @@ def upload_document(
     collection: str,
     components: ComponentsDep,
     tenant_id: TenantDep,
-    file: Annotated[UploadFile, File(description="The document: PDF, DOCX, HTML, Markdown or TXT.")],
+    file: Annotated[UploadFile, File(
+            description="The document: PDF, Word, PowerPoint, Excel, OpenDocument, EPUB, e-mail, HTML, "
+            "Markdown, reStructuredText, CSV, JSON, YAML, XML, images (OCR) or any text file; the README lists all."
+        )],
     metadata: Annotated[str | None, Form(description="A JSON object stored with the document.")] = None,
 ) -> JSONResponse:
     """Upload a document into a collection (created on first use) and queue its ingestion."""
@@ -53,7 +56,9 @@ def upload_document(
 
 
 def _public(document: DocumentInfo) -> DocumentPublic:
-    return DocumentPublic.model_validate({**asdict(document), "aliases": list(document.aliases)})
+    return DocumentPublic.model_validate(
+        {**asdict(document), "aliases": list(document.aliases), "ocr_pages": list(document.ocr_pages)}
+    )
 
 
 @router.get("/v1/collections/{collection}/documents", response_model=DocumentList)

@@ -228,10 +228,21 @@ def replace_chunks(session: Session, *, document: Document, rows: Sequence[Chunk
     return ids
 
 
-def record_parsed(session: Session, *, document: Document, title: str, text_length: int) -> None:
-    """What parsing learned about a document: its title and the length of its text."""
+def record_parsed(
+    session: Session,
+    *,
+    document: Document,
+    title: str,
+    text_length: int,
+    ocr_pages: list[int],
+    properties: dict[str, str],
+) -> None:
+    """What parsing learned about a document: its title, the length of its text, the pages read by OCR and
+    what the file says about itself."""
     document.title = title[:1000]
     document.text_length = text_length
+    document.ocr_pages = ocr_pages
+    document.properties = properties
     session.flush()
 
 

@@ -82,6 +82,10 @@ class Document(Base):
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     text_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # 1-based pages whose text came from OCR (an image is page 1), and what the file says about itself beyond
+    # its text (an e-mail's From, To, Date and Subject): both set when the document is parsed.
+    ocr_pages: Mapped[list[int]] = mapped_column(JSON, default=list)
+    properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

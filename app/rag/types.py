@@ -9,12 +9,38 @@ from dataclasses import dataclass, field
 
 
 class FileType(enum.StrEnum):
+    """What an upload was read as; ``app.rag.filetypes.FORMATS`` says which extensions and content map here."""
+
     PDF = "pdf"
     DOCX = "docx"
     HTML = "html"
     MARKDOWN = "markdown"
+    MDX = "mdx"
     RESTRUCTUREDTEXT = "rst"
+    ASCIIDOC = "asciidoc"
+    ORG = "org"
+    LATEX = "latex"
     TEXT = "text"
+    # Text of any other kind, taken by its content whatever its name: source code, logs, configuration.
+    CODE = "code"
+    CSV = "csv"
+    TSV = "tsv"
+    XLSX = "xlsx"
+    ODS = "ods"
+    XLS = "xls"
+    JSON = "json"
+    JSONL = "jsonl"
+    YAML = "yaml"
+    XML = "xml"
+    PPTX = "pptx"
+    ODP = "odp"
+    ODT = "odt"
+    EPUB = "epub"
+    EML = "eml"
+    MSG = "msg"
+    IMAGE = "image"
+    DOC = "doc"
+    PPT = "ppt"
 
     @property
     def mime(self) -> str:
@@ -26,8 +52,31 @@ _MIME = {
     FileType.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     FileType.HTML: "text/html",
     FileType.MARKDOWN: "text/markdown",
+    FileType.MDX: "text/mdx",
     FileType.RESTRUCTUREDTEXT: "text/x-rst",
+    FileType.ASCIIDOC: "text/asciidoc",
+    FileType.ORG: "text/org",
+    FileType.LATEX: "application/x-tex",
     FileType.TEXT: "text/plain",
+    FileType.CODE: "text/plain",
+    FileType.CSV: "text/csv",
+    FileType.TSV: "text/tab-separated-values",
+    FileType.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    FileType.ODS: "application/vnd.oasis.opendocument.spreadsheet",
+    FileType.XLS: "application/vnd.ms-excel",
+    FileType.JSON: "application/json",
+    FileType.JSONL: "application/jsonl",
+    FileType.YAML: "application/yaml",
+    FileType.XML: "application/xml",
+    FileType.PPTX: "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    FileType.ODP: "application/vnd.oasis.opendocument.presentation",
+    FileType.ODT: "application/vnd.oasis.opendocument.text",
+    FileType.EPUB: "application/epub+zip",
+    FileType.EML: "message/rfc822",
+    FileType.MSG: "application/vnd.ms-outlook",
+    FileType.IMAGE: "image/*",
+    FileType.DOC: "application/msword",
+    FileType.PPT: "application/vnd.ms-powerpoint",
 }
 
 
@@ -48,6 +97,10 @@ class ParsedDocument:
     file_type: FileType
     title: str = ""
     headings: tuple[Heading, ...] = field(default_factory=tuple)
+    # What the format says about the document beyond its text: an e-mail's From, To, Date and Subject, say.
+    metadata: tuple[tuple[str, str], ...] = ()
+    # The 1-based pages (1 for an image) whose text came from OCR rather than a text layer.
+    ocr_pages: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

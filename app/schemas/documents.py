@@ -38,8 +38,16 @@ class DocumentPublic(BaseModel):
     content_hash: str
     status: DocumentStatus
     title: str
+    file_type: str = Field(description="What the file was read as: pdf, docx, xlsx, eml, image, … (see the README's table).")
     chunk_count: int
     metadata: dict[str, Any]
+    properties: dict[str, str] = Field(
+        description="What the file says about itself beyond its text: an e-mail's From, To, Cc, Date and "
+        "Subject; a book's or a deck's Author."
+    )
+    ocr_pages: list[int] = Field(
+        description="The 1-based pages whose text was read by OCR (an uploaded image is page 1); empty when none."
+    )
     job_id: int | None
     error: str | None
     created_at: datetime

@@ -23,7 +23,7 @@ from app.db import jobs as db_jobs
 from app.db.models import Document
 from app.db.statuses import JobStatus
 from app.rag.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
-from app.rag.filetypes import detect_file_type
+from app.rag.filetypes import content_mime, detect_file_type
 from app.rag.vector_store import IndexCorruptError
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def accept_upload(
                 filename=filename,
                 content_hash=content_hash,
                 size_bytes=len(data),
-                mime=file_type.mime,
+                mime=content_mime(file_type, data),
                 file_type=file_type.value,
                 metadata=metadata,
             )
@@ -300,6 +300,9 @@ class DocumentInfo:
     job_id: int | None
     error: str | None  # the failed job's reason
     created_at: datetime
+    file_type: str = ""
+    ocr_pages: tuple[int, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,9 @@ def _document_info(session: Session, document: Document, collection_name: str) -
         job_id=job.id if job else None,
         error=job.error if job and job.status == JobStatus.FAILED else None,
         created_at=document.created_at,
+        file_type=document.file_type,
+        ocr_pages=tuple(document.ocr_pages or ()),
+        properties=dict(document.properties or {}),
     )
 
 

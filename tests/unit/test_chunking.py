@@ -119,3 +119,20 @@ def test_chunking_cost_is_linear_in_the_text() -> None:
         calls = 0
         chunks = split_document(_doc("啊" * size), count_tokens=counting, chunk_tokens=256, overlap_tokens=32)
         assert calls <= 3 * len(chunks) + 2
+
+
+def test_source_code_is_cut_at_line_ends_only_and_its_comments_are_not_headings() -> None:
+    from ingest.parsing import parse_document
+
+    lines = [f"    total += values[{i}]; log.debug('step {i}. done; next')  # keep the loop going" for i in range(60)]
+    source = "# Settings loader.\ndef load(values):\n    total = 0\n" + "\n".join(lines) + "\n    return total\n"
+    document = parse_document(source.encode(), FileType.CODE)
+    assert document.headings == ()
+    drafts = split_document(
+        document, count_tokens=lambda text: len(text.split()), chunk_tokens=60, overlap_tokens=0
+    )
+    assert len(drafts) > 3
+    for draft in drafts:
+        # Chunks are stripped, so one may start after a line's indentation, never later in the line.
+        assert not source[source.rfind("\n", 0, draft.start) + 1 : draft.start].strip()
+        assert draft.end == len(source) or source[draft.end] == "\n"

@@ -5,12 +5,13 @@ import contextlib
 import io
 import random
 import zipfile
+from pathlib import Path
 
 import docx
 import pytest
 
 from app.rag.errors import UnsupportedFileTypeError
-from app.rag.filetypes import detect_file_type, sniff_unicode_encoding
+from app.rag.filetypes import FORMATS, content_mime, detect_file_type, formats_table, sniff_unicode_encoding
 from app.rag.types import FileType
 
 MINIMAL_PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -62,24 +63,40 @@ def test_detects_matching_extension_and_content(filename: str, data: bytes, expe
     assert detect_file_type(filename, data) is expected
 
 
-def test_unknown_extension_names_the_file_and_lists_supported_types() -> None:
+def test_unknown_extension_names_the_file_what_it_is_and_the_supported_types() -> None:
     with pytest.raises(UnsupportedFileTypeError) as caught:
-        detect_file_type("photo.png", PNG)
-    assert caught.value.message.startswith(
-        "photo.png: unsupported file type '.png'; supported: .pdf, .docx, .html, .htm, .md, .markdown, .rst, .rest, "
-        ".txt"
-    )
+        detect_file_type("setup.exe", b"MZ" + bytes(300))
+    message = caught.value.message
+    assert message.startswith("setup.exe: unsupported file type '.exe' (the content is a Windows program); supported: .pdf")
+    assert ".xlsx" in message and ".eml" in message and message.endswith("and any text file")
     assert caught.value.code == "unsupported_file_type"
 
 
-def test_missing_extension_is_unsupported() -> None:
-    with pytest.raises(UnsupportedFileTypeError, match="Makefile: the file name has no extension"):
-        detect_file_type("Makefile", b"all:\n\techo hi\n")
+@pytest.mark.parametrize(
+    ("filename", "data", "expected"),
+    [
+        ("Makefile", b"all:\n\techo hi\n", FileType.CODE),
+        ("main.py", b"import os\n\nprint(os.getcwd())\n", FileType.CODE),
+        ("server.conf", "端口 = 8080\n".encode("gbk"), FileType.CODE),
+        ("scan", PNG, FileType.IMAGE),
+        ("report.bin", MINIMAL_PDF, FileType.PDF),
+        ("letter", _docx_bytes(), FileType.DOCX),
+    ],
+)
+def test_a_file_without_a_known_extension_is_taken_by_its_content(
+    filename: str, data: bytes, expected: FileType
+) -> None:
+    assert detect_file_type(filename, data) is expected
 
 
-def test_old_word_format_gets_a_hint() -> None:
-    with pytest.raises(UnsupportedFileTypeError, match=r"save the document as \.docx"):
-        detect_file_type("minutes.doc", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100))
+def test_a_binary_file_without_an_extension_is_refused_with_what_it_is() -> None:
+    with pytest.raises(UnsupportedFileTypeError, match="no extension and its content is a gzip archive"):
+        detect_file_type("backup", b"\x1f\x8b\x08" + bytes(100))
+
+
+def test_a_zip_archive_is_refused_with_a_hint() -> None:
+    with pytest.raises(UnsupportedFileTypeError, match="upload the documents inside the archive one by one"):
+        detect_file_type("docs.zip", _zip_bytes(["a.txt"]))
 
 
 @pytest.mark.parametrize(
@@ -88,25 +105,25 @@ def test_old_word_format_gets_a_hint() -> None:
         (
             "report.pdf",
             PNG,
-            "report.pdf: the extension says PDF but the content is not a PDF file "
-            "(it looks like a PNG image)",
+            "report.pdf: the extension says PDF but the content is not a PDF file (it is an image file)",
         ),
-        ("report.pdf", b"", "the extension says PDF but the content is not a PDF file (the file is empty)"),
+        ("report.pdf", b"", "the extension says PDF but the content is not a PDF file (it is an empty file)"),
         ("report.pdf", b" " * 2000 + MINIMAL_PDF, "the content is not a PDF file"),
-        ("report.pdf", b"just some text", "does not start with the expected file signature"),
-        ("letter.docx", b"plain text", "says DOCX (Word) but the content is not a DOCX (Word) file"),
-        ("letter.docx", _zip_bytes(["readme.txt"]), "a ZIP archive without a Word document inside"),
-        ("letter.docx", _zip_bytes(["xl/workbook.xml"]), "it looks like an Excel workbook"),
-        ("letter.docx", b"PK\x03\x04" + bytes(40), "not a readable ZIP archive"),
+        ("report.pdf", b"just some text", "(it is text)"),
+        ("letter.docx", b"plain text", "says Word (DOCX) but the content is not a Word (DOCX) file"),
+        ("letter.docx", _zip_bytes(["readme.txt"]), "(it is zip archive data)"),
+        ("letter.docx", _zip_bytes(["xl/workbook.xml"]), "it is an Excel (XLSX) file"),
+        ("sheet.xlsx", _zip_bytes(["ppt/presentation.xml"]), "it is a PowerPoint (PPTX) file"),
         ("letter.docx", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(100), "password-protected"),
         ("notes.txt", bytes(range(256)) * 32, "notes.txt: the extension says text but the content is not"),
         ("notes.txt", bytes(range(256)) * 32, "it contains binary data"),
-        ("notes.txt", MINIMAL_PDF, "it looks like a PDF file"),
-        ("notes.md", _docx_bytes(), "it looks like a ZIP archive"),
-        ("page.html", PNG, "it looks like a PNG image"),
-        ("page.html", b"\xff\xd8\xff\xe0" + bytes(50), "it looks like a JPEG image"),
-        ("page.html", b"GIF89a" + bytes(50), "it looks like a GIF image"),
-        ("run.txt", b"\x7fELF\x02\x01\x01" + bytes(50), "it looks like an executable program"),
+        ("notes.txt", MINIMAL_PDF, "it is a PDF file"),
+        ("notes.md", _docx_bytes(), "it is a Word (DOCX) file"),
+        ("data.csv", _zip_bytes(["xl/workbook.xml"]), "it is an Excel (XLSX) file"),
+        ("page.html", PNG, "it is an image file"),
+        ("page.html", b"\xff\xd8\xff\xe0" + bytes(50), "the content is not an HTML file (it is an image file)"),
+        ("page.html", b"GIF89a" + bytes(50), "it contains binary data: a GIF image"),
+        ("run.txt", b"\x7fELF\x02\x01\x01" + bytes(50), "it contains binary data: an executable program"),
         ("junk.txt", b"\xff\xfe\x00\xd8\x00\xd8", "does not decode as Unicode text"),
     ],
 )
@@ -153,3 +170,32 @@ def test_never_raises_anything_but_unsupported_file_type() -> None:
 )
 def test_sniff_unicode_encoding(sample: bytes, expected: str | None) -> None:
     assert sniff_unicode_encoding(sample) == expected
+
+
+def test_the_readme_prints_the_formats_table_as_the_code_has_it() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("<!-- formats:start")
+    table = readme[readme.index("\n", start) + 1 : readme.index("<!-- formats:end -->")].strip()
+    assert table == formats_table()
+
+
+def test_every_format_in_the_table_has_a_parser_and_every_file_type_a_row() -> None:
+    from ingest.parsing import parser_for
+
+    assert {row.file_type for row in FORMATS} == set(FileType)
+    assert all(callable(parser_for(file_type)) for file_type in FileType)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "mime"),
+    [
+        ("scan.png", PNG, "image/png"),
+        ("photo.jpg", b"\xff\xd8\xff\xe0" + bytes(50), "image/jpeg"),
+        ("page.tiff", b"II*\x00" + bytes(50), "image/tiff"),
+        ("page.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(50), "image/webp"),
+    ],
+)
+def test_an_image_is_stored_with_its_own_media_type(name: str, data: bytes, mime: str) -> None:
+    file_type = detect_file_type(name, data)
+    assert file_type is FileType.IMAGE
+    assert content_mime(file_type, data) == mime

@@ -219,7 +219,7 @@ def test_failures_from_many_threads_keep_their_own_explanation() -> None:
     [
         (signal.SIGSEGV, r"^the parser crashed \(SIGSEGV\); the file may be damaged$"),
         (signal.SIGKILL, r"^the parser was stopped for using too much memory or CPU time"),
-        (signal.SIGXCPU, r"^parsing used more than 31 s of CPU time"),
+        (signal.SIGXCPU, r"^parsing used more than 61 s of CPU time"),
     ],
 )
 def test_a_child_killed_by_a_signal_is_a_parse_error(
@@ -332,12 +332,30 @@ def test_unusable_results_are_parse_errors(payload: bytes, message: str) -> None
         parse_limits._document_from_json(payload)
 
 
-def test_result_protocol_round_trips_headings_and_surrogates() -> None:
+def test_result_protocol_round_trips_headings_surrogates_metadata_and_ocr_pages() -> None:
     document = parse_limits._document_from_json(
-        '{"text": "a\\ud800b", "file_type": "markdown", "title": "标题", "headings": [[0, 1, "标题"]]}'.encode()
+        '{"text": "a\\ud800b", "file_type": "markdown", "title": "标题", "headings": [[0, 1, "标题"]], '
+        '"metadata": [["subject", "周报"]], "ocr_pages": [2, 5]}'.encode()
     )
     assert document.text == "a\ud800b"
     assert [(h.start, h.level, h.title) for h in document.headings] == [(0, 1, "标题")]
+    assert document.metadata == (("subject", "周报"),)
+    assert document.ocr_pages == (2, 5)
+
+
+def test_progress_records_are_passed_on_even_when_split_across_reads() -> None:
+    heard: list[tuple[int, int]] = []
+    stream = b"\x001 3\n\x002 3\n\x003 3\n{\"text\": 1}"
+    pending = b""
+    rest = b""
+    for cut in range(0, len(stream), 4):
+        pending = parse_limits._take_progress(pending + stream[cut : cut + 4], lambda d, t: heard.append((d, t)))
+        if pending and not pending.startswith(b"\x00"):
+            rest, pending = pending, b""
+            rest += stream[cut + 4 :]
+            break
+    assert heard == [(1, 3), (2, 3), (3, 3)]
+    assert rest == b'{"text": 1}'
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

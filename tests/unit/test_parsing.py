@@ -362,7 +362,7 @@ def test_damaged_docx_is_a_parse_error() -> None:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("[Content_Types].xml", "<Types")
         archive.writestr("word/document.xml", "<w:document><not closed")
-    with pytest.raises(DocumentParseError, match="the DOCX file is damaged or not readable: "):
+    with pytest.raises(DocumentParseError, match=r"the Word \(DOCX\) file is damaged or not readable: "):
         parse_document(buffer.getvalue(), FileType.DOCX)
 
 
@@ -381,8 +381,8 @@ def test_pdf_text_and_title() -> None:
     )
 
 
-def test_image_only_pdf_is_reported_as_scanned() -> None:
-    with pytest.raises(DocumentParseError, match=r"scanned or image-only PDF.*OCR is not supported yet"):
+def test_a_pdf_of_blank_pages_says_it_contains_no_text() -> None:
+    with pytest.raises(DocumentParseError, match=r"contains no text: its pages are blank or drawn as shapes"):
         parse_document(_pdf([[], [], ["7"]]), FileType.PDF)
 
 
