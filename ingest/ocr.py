@@ -14,9 +14,9 @@ are put back where an English word list finds the words.
 Not handled: several columns side by side (their lines are read across the page), vertical Chinese, and
 pages turned 90° (images are turned upright from their EXIF orientation before they get here).
 
-The engine is built once per process, on first use (~0.3 s), never at import: the parse fork server imports
-this module, onnxruntime's thread pools do not survive a fork, and onnxruntime and OpenCV add ~450 MiB of
-address space. A page peaks at ~1.6 GiB of address space in all, inside the parse child's default 2 GiB.
+The engine is built once per process, on first use (~0.3 s), never at import: a process that imports this
+module for its layout functions alone need not pay for onnxruntime and OpenCV (~450 MiB of address space), and
+onnxruntime's thread pools do not survive a fork. A page peaks at ~1.6 GiB of address space in all, inside the parse child's default 2 GiB.
 """
 
 from __future__ import annotations

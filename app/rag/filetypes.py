@@ -284,18 +284,15 @@ def _by_content_alone(name: str, extension: str, data: bytes, found: FileType | 
     hint = _EXTENSION_HINTS.get(extension)
     if found is not None and hint is None:
         return found
-    if found is None and hint is None and data and not data.startswith(_NAMED_SIGNATURES) and _text_problem(data) is None:
+    is_text = data and not data.startswith(_NAMED_SIGNATURES) and _text_problem(data) is None
+    if found is None and hint is None and is_text:
         return FileType.CODE
     if not extension:
         message = f"{name}: the file name has no extension and its content is {describe_content(data)}"
     else:
         message = f"{name}: unsupported file type '{extension}' (the content is {describe_content(data)})"
     message += f"; supported: {', '.join(SUPPORTED_EXTENSIONS)}, and any text file"
-    return _raise(f"{message} ({hint})" if hint else message)
-
-
-def _raise(message: str) -> FileType:
-    raise UnsupportedFileTypeError(message, param="file")
+    raise UnsupportedFileTypeError(f"{message} ({hint})" if hint else message, param="file")
 
 
 def _mismatch(

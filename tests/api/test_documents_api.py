@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from app.db import documents as db_documents
 from app.db.models import Collection
 from app.main import create_app
 from app.rag.faiss_store import stored_ids
+from app.services.documents import accept_upload
 from tests.fakes import FakeChatModel
 
 CHINESE = (
@@ -205,3 +207,46 @@ def test_a_sphinx_page_is_ingested_with_its_sections(client: TestClient) -> None
     found = next(hit for hit in hits if "Stop the worker before upgrading" in hit["text"])
     assert found["section"] == "Handbook > Install wenda > Upgrade"
     assert SPHINX_PAGE[found["start"] : found["end"]] == found["text"]
+
+
+def test_an_ocr_job_moves_its_progress_page_by_page_and_the_document_names_its_ocr_pages(
+    client: TestClient, services: Components
+) -> None:
+    from ingest.pipeline import STAGE_START, IngestPipeline
+    from tests.unit.test_ocr import _page
+
+    pages = [_page([(0, "Page one: opening hours")], width=600), _page([(0, "Page two: loan rules")], width=600)]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    settings = services.settings
+    # A pipeline of its own, run here, so that every progress report can be heard (the worker's heartbeat
+    # only keeps the latest).
+    pipeline = IngestPipeline(
+        session_factory=services.session_factory,
+        embedder=services.embedder,
+        store=services.store,
+        upload_dir=settings.upload_dir,
+        chunking=settings.chunking,
+        parse_timeout_seconds=120,
+        parse_memory_mb=2048,
+    )
+    services.worker.stop()
+    with services.session_factory() as session:
+        outcome = accept_upload(
+            session,
+            tenant_id=services.default_tenant_id,
+            collection_name="scans",
+            filename="scan.tiff",
+            data=buffer.getvalue(),
+            metadata={},
+            upload_dir=settings.upload_dir,
+            embedding_model=services.embedder.name,
+        )
+        session.commit()
+    heard: list[tuple[str, float]] = []
+    pipeline.run(outcome.document_id, lambda stage, fraction: heard.append((stage, fraction)))
+    parse_share = STAGE_START["chunk"] - STAGE_START["parse"]
+    assert heard[:3] == [("parse", 0.0), ("parse", parse_share / 2), ("parse", parse_share)]
+    document = client.get(f"/v1/documents/{outcome.document_id}").json()
+    assert document["ocr_pages"] == [1, 2]
+    assert document["file_type"] == "image" and document["mime"] == "image/tiff"

@@ -360,7 +360,16 @@ def test_every_page_of_a_tiff_is_read_in_the_limited_parse_process() -> None:
     pages[0].save(buffer, "TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
 
     # The default memory limit of the parse child (Settings.parse_memory_mb) holds the engine and a page.
-    document = parse_in_subprocess(buffer.getvalue(), FileType.IMAGE, timeout_seconds=60, memory_mb=2048)
+    heard: list[tuple[int, int]] = []
+    document = parse_in_subprocess(
+        buffer.getvalue(),
+        FileType.IMAGE,
+        timeout_seconds=60,
+        memory_mb=2048,
+        on_pages=lambda done, total: heard.append((done, total)),
+    )
+    # Each page, as it is read, reaches this process through the child's result pipe.
+    assert heard == [(1, 2), (2, 2)]
 
     assert document.text == "Page one: opening hours\n\n第二页：借阅规则"
     assert document.ocr_pages == (1, 2)
