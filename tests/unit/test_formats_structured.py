@@ -8,28 +8,13 @@ import pytest
 import yaml
 
 from app.rag.errors import DocumentParseError
-from app.rag.types import FileType, ParsedDocument
+from app.rag.types import FileType
 from ingest.formats import structured
-from ingest.parse_limits import parse_in_subprocess
 from ingest.parsing import parse_document
+from tests.parsed import checked_headings, parse_limited, text_lines
 
 # A long value with no line break: it must reach the text whole, on its own line.
 LONG_NOTE = "本制度适用于公司全体员工，" * 400
-
-
-def _parse_limited(data: bytes, file_type: FileType) -> ParsedDocument:
-    """Parse as the worker does, under the default Settings.parse_timeout_seconds and parse_memory_mb."""
-    return parse_in_subprocess(data, file_type, timeout_seconds=120.0, memory_mb=2048)
-
-
-def _headings(document: ParsedDocument) -> list[tuple[int, str]]:
-    for heading in document.headings:
-        assert document.text[heading.start : heading.start + len(heading.title)] == heading.title
-    return [(heading.level, heading.title) for heading in document.headings]
-
-
-def _lines(document: ParsedDocument) -> list[str]:
-    return document.text.split("\n")
 
 
 # --- JSON -----------------------------------------------------------------------------------------------
@@ -46,9 +31,9 @@ def test_json_object_reads_as_key_paths_with_a_section_per_nested_key() -> None:
 
     document = parse_document(json.dumps(data, ensure_ascii=False).encode(), FileType.JSON)
 
-    assert _headings(document) == [(1, "数据库"), (1, "员工")]
+    assert checked_headings(document) == [(1, "数据库"), (1, "员工")]
     assert document.title == ""
-    assert _lines(document) == [
+    assert text_lines(document) == [
         "系统名称: 问答平台",
         "版本: 2.0",
         "标签: 内部, 生产",
@@ -74,9 +59,9 @@ def test_json_array_of_records_gives_each_record_a_titled_section() -> None:
 
     document = parse_document(json.dumps(records, ensure_ascii=False).encode(), FileType.JSON)
 
-    assert _headings(document) == [(1, "record 1: A-01"), (1, "record 2: Bob"), (1, "record 3")]
-    assert "状态: 已完成" in _lines(document)
-    assert "[1].深: 值" in _lines(document)
+    assert checked_headings(document) == [(1, "record 1: A-01"), (1, "record 2: Bob"), (1, "record 3")]
+    assert "状态: 已完成" in text_lines(document)
+    assert "[1].深: 值" in text_lines(document)
 
 
 def test_json_nested_past_the_depth_bound_is_refused() -> None:
@@ -90,7 +75,7 @@ def test_json_nested_past_the_interpreter_stack_is_refused_in_the_worker() -> No
     data = b"[" * 200_000 + b"]" * 200_000
 
     with pytest.raises(DocumentParseError, match="nested too deeply"):
-        _parse_limited(data, FileType.JSON)
+        parse_limited(data, FileType.JSON)
 
 
 def test_values_over_the_budget_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,9 +106,9 @@ def test_jsonl_records_become_sections_counted_from_one() -> None:
 
     document = parse_document(data, FileType.JSONL)
 
-    assert _headings(document) == [(1, "record 1: 王芳"), (1, "record 2: 赵强"), (1, "record 3")]
-    assert "地址.城市: 上海" in _lines(document)
-    assert "一条纯文本记录" in _lines(document)
+    assert checked_headings(document) == [(1, "record 1: 王芳"), (1, "record 2: 赵强"), (1, "record 3")]
+    assert "地址.城市: 上海" in text_lines(document)
+    assert "一条纯文本记录" in text_lines(document)
 
 
 def test_jsonl_names_the_line_that_is_not_json() -> None:
@@ -152,11 +137,11 @@ def test_yaml_with_anchors_and_merge_keys_reads_as_key_paths() -> None:
 
     document = parse_document(text.encode(), FileType.YAML)
 
-    assert _headings(document) == [(1, "默认"), (1, "环境")]
-    assert _lines(document)[:2] == ["名称: 订单服务", "发布日期: 2024-10-08"]
-    assert "环境.生产.超时: 30" in _lines(document)
-    assert "环境.生产.地址: https://orders.example.cn" in _lines(document)
-    assert "环境.测试.重试: 3" in _lines(document)
+    assert checked_headings(document) == [(1, "默认"), (1, "环境")]
+    assert text_lines(document)[:2] == ["名称: 订单服务", "发布日期: 2024-10-08"]
+    assert "环境.生产.超时: 30" in text_lines(document)
+    assert "环境.生产.地址: https://orders.example.cn" in text_lines(document)
+    assert "环境.测试.重试: 3" in text_lines(document)
 
 
 def test_yaml_stream_of_documents_gives_each_a_section() -> None:
@@ -164,9 +149,9 @@ def test_yaml_stream_of_documents_gives_each_a_section() -> None:
 
     document = parse_document(text.encode(), FileType.YAML)
 
-    assert _headings(document) == [(1, "document 1"), (2, "metadata"), (1, "document 2: 网关服务")]
-    assert "metadata.name: 网关" in _lines(document)
-    assert "ports: 80, 443" in _lines(document)
+    assert checked_headings(document) == [(1, "document 1"), (2, "metadata"), (1, "document 2: 网关服务")]
+    assert "metadata.name: 网关" in text_lines(document)
+    assert "ports: 80, 443" in text_lines(document)
 
 
 def _billion_laughs_yaml() -> str:
@@ -197,7 +182,7 @@ def test_pyyaml_safe_loader_itself_does_not_stop_alias_bombs() -> None:
 @pytest.mark.parametrize("bomb", [_billion_laughs_yaml, _merge_key_bomb_yaml])
 def test_yaml_alias_bombs_are_refused(bomb: Callable[[], str]) -> None:
     with pytest.raises(DocumentParseError, match="aliases"):
-        _parse_limited(bomb().encode(), FileType.YAML)
+        parse_limited(bomb().encode(), FileType.YAML)
 
 
 def test_yaml_alias_that_contains_itself_is_refused() -> None:
@@ -232,8 +217,8 @@ CATALOG = """<?xml version="1.0" encoding="UTF-8"?>
 def test_xml_children_of_the_root_become_sections_of_paths() -> None:
     document = parse_document(CATALOG.encode(), FileType.XML)
 
-    assert _headings(document) == [(1, "book id=bk101"), (1, "book id=bk102"), (1, "item 1"), (1, "item 2")]
-    assert _lines(document)[:2] == ["@版本: 3", "更新日期: 2024-10-08"]
+    assert checked_headings(document) == [(1, "book id=bk101"), (1, "book id=bk102"), (1, "item 1"), (1, "item 2")]
+    assert text_lines(document)[:2] == ["@版本: 3", "更新日期: 2024-10-08"]
     book = document.text[document.headings[0].start : document.headings[1].start].strip().split("\n")
     assert book == [
         "book id=bk101",
@@ -247,7 +232,7 @@ def test_xml_children_of_the_root_become_sections_of_paths() -> None:
         "tag[1]: 经典",
         "summary: 一部关于青春与自由的小说。",
     ]
-    assert "名称: 乙" in _lines(document)
+    assert "名称: 乙" in text_lines(document)
     assert "每季度更新" not in document.text
 
 
@@ -268,7 +253,7 @@ def test_xml_external_entity_is_never_read(tmp_path: Path) -> None:
     ):
         data = f'<?xml version="1.0"?>{doctype}<数据><记录>&xxe;</记录><说明>正文</说明></数据>'.encode()
         try:
-            text = _parse_limited(data, FileType.XML).text
+            text = parse_limited(data, FileType.XML).text
         except DocumentParseError as exc:
             text = exc.message
         assert "SECRET-MARKER" not in text
@@ -281,7 +266,7 @@ def test_xml_entity_reference_stays_as_written() -> None:
         "<数据><记录>&xxe;</记录><说明>正文</说明></数据>"
     ).encode()
 
-    assert _lines(parse_document(data, FileType.XML)) == ["记录: &xxe;", "说明: 正文"]
+    assert text_lines(parse_document(data, FileType.XML)) == ["记录: &xxe;", "说明: 正文"]
 
 
 def test_xml_billion_laughs_is_refused() -> None:
@@ -292,7 +277,7 @@ def test_xml_billion_laughs_is_refused() -> None:
         data = f'<?xml version="1.0"?><!DOCTYPE r [{entities}]>{body}'.encode()
 
         with pytest.raises(DocumentParseError):
-            _parse_limited(data, FileType.XML)
+            parse_limited(data, FileType.XML)
 
 
 def test_xml_nested_past_the_depth_bound_is_refused() -> None:

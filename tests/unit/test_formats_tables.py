@@ -14,11 +14,11 @@ from odf.table import Table, TableCell, TableRow
 from odf.text import P
 
 from app.rag.errors import DocumentParseError
-from app.rag.types import FileType, ParsedDocument
+from app.rag.types import FileType
 from ingest.chunking import split_document
 from ingest.formats import tables
-from ingest.parse_limits import parse_in_subprocess
 from ingest.parsing import parse_document
+from tests.parsed import checked_headings, parse_limited, text_lines
 
 # The issue's acceptance question, "第三季度华东区的销售额是多少？", is answered by this one line.
 EAST_Q3 = "地区: 华东 | 季度: 第三季度 | 销售额（万元）: 1280"
@@ -31,21 +31,6 @@ SALES_ROWS = [
     [None, "第三季度", 905],
 ]
 _SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-
-
-def _parse_limited(data: bytes, file_type: FileType) -> ParsedDocument:
-    """Parse as the worker does, under the default Settings.parse_timeout_seconds and parse_memory_mb."""
-    return parse_in_subprocess(data, file_type, timeout_seconds=120.0, memory_mb=2048)
-
-
-def _headings(document: ParsedDocument) -> list[tuple[int, str]]:
-    for heading in document.headings:
-        assert document.text[heading.start : heading.start + len(heading.title)] == heading.title
-    return [(heading.level, heading.title) for heading in document.headings]
-
-
-def _lines(document: ParsedDocument) -> list[str]:
-    return document.text.split("\n")
 
 
 # --- XLSX -----------------------------------------------------------------------------------------------
@@ -99,17 +84,17 @@ def _with_member(data: bytes, name: str, change: Callable[[bytes], bytes]) -> by
 def test_xlsx_rows_carry_their_column_names_and_merged_cells_fill_down() -> None:
     document = parse_document(_sales_workbook(), FileType.XLSX)
 
-    assert _headings(document) == [(1, "销售数据"), (1, "参数 (hidden)")]
+    assert checked_headings(document) == [(1, "销售数据"), (1, "参数 (hidden)")]
     assert document.title == "2024年销售报表"
-    assert EAST_Q3 in _lines(document)
-    assert _lines(document)[2:7] == [
+    assert EAST_Q3 in text_lines(document)
+    assert text_lines(document)[2:7] == [
         "地区: 华东 | 季度: 第一季度 | 销售额（万元）: 1100",
         "地区: 华东 | 季度: 第二季度 | 销售额（万元）: 1210.5",
         EAST_Q3,
         "地区: 华南 | 季度: 第一季度 | 销售额（万元）: 870",
         "地区: 华南 | 季度: 第三季度 | 销售额（万元）: 905",
     ]
-    assert "名称: 增值税 | 税率: 0.13" in _lines(document)
+    assert "名称: 增值税 | 税率: 0.13" in text_lines(document)
     # The empty sheet opens no section.
     assert "空白" not in document.text
 
@@ -123,7 +108,7 @@ def test_xlsx_values_print_as_people_write_them() -> None:
         ]
     )
 
-    lines = _lines(parse_document(data, FileType.XLSX))
+    lines = text_lines(parse_document(data, FileType.XLSX))
 
     assert "日期: 2024-09-30 | 金额: 0.3 | C: 无表头 | 完成: TRUE | 说明: 第一行 第二行" in lines
     assert "日期: 2024-09-30 14:30 | 金额: 12345678 | 完成: FALSE" in lines
@@ -139,16 +124,16 @@ def test_xlsx_formulas_read_as_their_last_calculated_values() -> None:
     )
     assert with_cached != data
 
-    assert "项目: 合计 | 金额: 300" in _lines(parse_document(with_cached, FileType.XLSX))
+    assert "项目: 合计 | 金额: 300" in text_lines(parse_document(with_cached, FileType.XLSX))
     # Never calculated: the cell is empty, not the formula's source.
-    assert "项目: 合计" in _lines(parse_document(data, FileType.XLSX))
+    assert "项目: 合计" in text_lines(parse_document(data, FileType.XLSX))
 
 
 def test_xlsx_chunks_split_between_rows_never_inside_one() -> None:
     rows: list[list[object]] = [["编号", "产品名称", "负责人", "备注"]]
     rows += [[n, f"产品{n}号", f"员工{n % 7}", "按时交付，质量合格"] for n in range(1, 301)]
     document = parse_document(_xlsx(rows, title="产品清单"), FileType.XLSX)
-    row_lines = {line for line in _lines(document) if line.startswith("编号: ")}
+    row_lines = {line for line in text_lines(document) if line.startswith("编号: ")}
     assert len(row_lines) == 300
 
     chunks = split_document(document, count_tokens=len, chunk_tokens=400, overlap_tokens=0)
@@ -178,7 +163,7 @@ def test_xlsx_sheet_with_billion_laughs_dtd_is_refused() -> None:
     )
 
     with pytest.raises(DocumentParseError, match="declares XML entities"):
-        _parse_limited(data, FileType.XLSX)
+        parse_limited(data, FileType.XLSX)
 
 
 def test_xlsx_workbook_part_with_billion_laughs_is_refused() -> None:
@@ -196,7 +181,7 @@ def test_xlsx_workbook_part_with_billion_laughs_is_refused() -> None:
     )
 
     with pytest.raises(DocumentParseError):
-        _parse_limited(data, FileType.XLSX)
+        parse_limited(data, FileType.XLSX)
 
 
 def test_xlsx_external_entity_is_never_read(tmp_path: Path) -> None:
@@ -210,7 +195,7 @@ def test_xlsx_external_entity_is_never_read(tmp_path: Path) -> None:
     )
 
     with pytest.raises(DocumentParseError, match="declares XML entities") as raised:
-        _parse_limited(data, FileType.XLSX)
+        parse_limited(data, FileType.XLSX)
     assert "SECRET-MARKER" not in raised.value.message
 
 
@@ -229,7 +214,7 @@ def test_xlsx_zip_bomb_is_refused_from_its_directory() -> None:
     assert len(data) < 1024 * 1024
 
     with pytest.raises(DocumentParseError, match="zip bomb"):
-        _parse_limited(data, FileType.XLSX)
+        parse_limited(data, FileType.XLSX)
 
 
 def test_xlsx_merged_range_cannot_fill_past_the_cell_budget() -> None:
@@ -251,7 +236,7 @@ def test_xlsx_over_the_cell_budget_fails_while_streaming() -> None:
     data = _wide_sheet(rows=50_000, columns=200)
 
     with pytest.raises(DocumentParseError, match="more than 1,000,000 filled cells"):
-        _parse_limited(data, FileType.XLSX)
+        parse_limited(data, FileType.XLSX)
 
 
 def _wide_sheet(*, rows: int, columns: int) -> bytes:
@@ -302,7 +287,7 @@ def test_csv_in_gbk_reads_each_row_with_its_column_names() -> None:
 def test_csv_separated_by_semicolons_is_sniffed() -> None:
     csv_text = "地区;季度;销售额（万元）\n华东;第三季度;1280\n华南;第三季度;905,5\n"
 
-    lines = _lines(parse_document(csv_text.encode(), FileType.CSV))
+    lines = text_lines(parse_document(csv_text.encode(), FileType.CSV))
 
     assert lines == [EAST_Q3, "地区: 华南 | 季度: 第三季度 | 销售额（万元）: 905,5"]
 
@@ -310,7 +295,7 @@ def test_csv_separated_by_semicolons_is_sniffed() -> None:
 def test_csv_quoted_fields_blank_lines_and_ragged_rows() -> None:
     csv_text = '\ufeff\n名称,说明\n"北京,上海","第一行\n第二行"\n\n,只有说明\n多出,一列,额外\n'
 
-    lines = _lines(parse_document(csv_text.encode(), FileType.CSV))
+    lines = text_lines(parse_document(csv_text.encode(), FileType.CSV))
 
     assert lines == [
         "名称: 北京,上海 | 说明: 第一行 第二行",
@@ -385,9 +370,9 @@ def test_ods_sheets_become_sections_of_named_rows() -> None:
 
     document = parse_document(data, FileType.ODS)
 
-    assert _headings(document) == [(1, "销售数据"), (1, "说明")]
-    assert EAST_Q3 in _lines(document)
-    assert "更新日期: 2024-10-08 | 负责人: 王芳" in _lines(document)
+    assert checked_headings(document) == [(1, "销售数据"), (1, "说明")]
+    assert EAST_Q3 in text_lines(document)
+    assert "更新日期: 2024-10-08 | 负责人: 王芳" in text_lines(document)
 
 
 def _ods_with_rows(rows_xml: str) -> bytes:
@@ -419,7 +404,7 @@ def test_ods_repeating_one_cell_a_billion_times_is_refused_before_calamine_alloc
     assert len(data) < 2048
 
     with pytest.raises(DocumentParseError, match="more than 1,000,000 filled cells"):
-        _parse_limited(data, FileType.ODS)
+        parse_limited(data, FileType.ODS)
 
 
 def test_ods_two_cells_a_million_rows_apart_are_refused_for_the_blank_grid() -> None:
@@ -431,7 +416,7 @@ def test_ods_two_cells_a_million_rows_apart_are_refused_for_the_blank_grid() -> 
     )
 
     with pytest.raises(DocumentParseError, match="blank ones included"):
-        _parse_limited(data, FileType.ODS)
+        parse_limited(data, FileType.ODS)
 
 
 # --- XLS ------------------------------------------------------------------------------------------------
@@ -465,11 +450,11 @@ def _xls() -> bytes:
 def test_xls_rows_carry_column_names_and_merged_cells_fill_down() -> None:
     document = parse_document(_xls(), FileType.XLS)
 
-    assert _headings(document) == [(1, "销售数据"), (1, "备注 (hidden)")]
-    assert _lines(document)[2:6] == [
+    assert checked_headings(document) == [(1, "销售数据"), (1, "备注 (hidden)")]
+    assert text_lines(document)[2:6] == [
         "地区: 华东 | 季度: 第一季度 | 销售额（万元）: 1100",
         "地区: 华东 | 季度: 第二季度 | 销售额（万元）: 1210.5",
         EAST_Q3,
         "地区: 华南 | 季度: 第三季度 | 销售额（万元）: 2024-09-30",
     ]
-    assert "内部: 不对外" in _lines(document)
+    assert "内部: 不对外" in text_lines(document)
