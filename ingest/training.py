@@ -50,6 +50,7 @@ from typing import IO, Any
 
 from app.rag.adapters import SUPPORTED_TARGET_MODULES
 from app.rag.errors import WendaError
+from app.rag.llm_local import MODEL_CONSTRUCTION_LOCK
 from app.rag.training_data import check_sft_file, read_examples
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,8 @@ def _train_into(spec: TrainingSpec, staging: Path, progress: Progress) -> Traini
         torch.set_num_threads(spec.threads)
     tokenizer: Any = AutoTokenizer.from_pretrained(str(spec.base_model_dir))
     # The path as given becomes the adapter's base_model_name_or_path.
-    model: Any = AutoModelForCausalLM.from_pretrained(str(spec.base_model_dir), dtype=torch.float32)
+    with MODEL_CONSTRUCTION_LOCK:
+        model: Any = AutoModelForCausalLM.from_pretrained(str(spec.base_model_dir), dtype=torch.float32)
     assistant_only = _assistant_masks_available(tokenizer)
     if assistant_only:
         rows = [{"messages": messages} for messages in examples]

@@ -50,7 +50,10 @@ def make_peft_adapter(base_dir: Path, directory: Path, *, seed: int, rank: int =
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
+    from app.rag.llm_local import MODEL_CONSTRUCTION_LOCK
+
+    with MODEL_CONSTRUCTION_LOCK:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
     config = LoraConfig(
         r=rank, lora_alpha=4 * rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False, lora_dropout=0.0
     )

