@@ -10,11 +10,13 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from app.config import Settings
+from app.logs import configure_logging
 from app.rag.filetypes import SUPPORTED_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -26,21 +28,6 @@ logger = logging.getLogger("wenda")
 
 # The upload check's own list: a directory is walked for exactly what an upload accepts.
 SUPPORTED_SUFFIXES = frozenset(SUPPORTED_EXTENSIONS)
-
-
-# Libraries that narrate their own start-up at INFO: faiss lists every CPU build it could not load, alembic
-# every plug-in and its dialect. Their warnings still show; app.db.session says what a migration did.
-_CHATTY_LOGGERS = ("faiss.loader", "alembic")
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _components(settings: Settings) -> Components:
@@ -75,15 +62,27 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower())
+    # No log_config: uvicorn's loggers, its access log included, go through our handler (JSON, request id).
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+    )
     return 0
 
 
 def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from app import metrics
+    from app.services.health import queue_depth
     from ingest.reconcile import reconcile_all
 
     components = _components(settings)
     reconcile_all(components.session_factory, components.store, embedding_model=components.embedder.name)
+    metrics.QUEUE_DEPTH.watch(partial(queue_depth, components))
+    if settings.worker.metrics_port is not None:
+        metrics.serve_on_port(settings.worker.metrics_port)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
         logger.info("stopping worker %s", components.worker.worker_id)
@@ -469,7 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings()
-    _configure_logging(settings)
+    # The service processes own their process's logging; a one-off command run inside another program (a
+    # test, a notebook) leaves that program's handlers alone, as logging.basicConfig would.
+    configure_logging(settings.log_level, settings.log_format, replace=args.command in ("serve", "worker"))
     handler = args.handler
     try:
         return int(handler(args, settings))

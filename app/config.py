@@ -115,6 +115,13 @@ class WorkerSettings(BaseModel):
         description="Wall-clock limit for parsing one file; OCR reads a scanned page in ~2.5 s on two cores.",
     )
     parse_memory_mb: int = Field(2048, ge=128, description="Address-space limit of the parsing subprocess.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`wenda worker` serves its own Prometheus /metrics on this port (all interfaces); unset: "
+        "none. `wenda serve` serves them at /metrics on its own port.",
+    )
 
     @model_validator(mode="after")
     def _retry_cap_not_below_base(self) -> WorkerSettings:
@@ -407,6 +414,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger uploads are answered with 413.")
     default_tenant: str = Field("default", description="Tenant used until API keys arrive.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="json: one JSON object per line (time, level, logger, message, request_id); text: the same "
+        "fields as plain text, for reading in a terminal.",
+    )
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

@@ -9,16 +9,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from app.api import ask, chat, collections, documents, feedback, health, jobs, models, queries, retrieve
+from app import metrics
+from app.api import ask, chat, collections, documents, feedback, health, jobs, models, queries, retrieve, web
+from app.api import metrics as metrics_api
 from app.body_limit import MULTIPART_OVERHEAD, BodySizeLimit
 from app.components import Components, build_components
 from app.config import Settings
 from app.errors import install_error_handlers
 from app.request_budget import DatabaseWaitBudget
 from app.services import models as models_service
+from app.services.health import IndexCheck, queue_depth
 from ingest.reconcile import reconcile_all
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
         for note in await built.facts.start():  # the MCP servers' tools, listed once
             logger.warning("%s", note)
         app.state.components = built
+        app.state.index_check = IndexCheck(built)
+        read_queue = partial(queue_depth, built)
+        metrics.QUEUE_DEPTH.watch(read_queue)
         built.answer_log.start()
         if settings.worker.in_process:
             built.worker.start()
@@ -67,6 +74,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
             yield
         finally:
             app.state.ready = False
+            metrics.QUEUE_DEPTH.forget(read_queue)
             await run_in_threadpool(built.worker.stop)
             # Answers still queued are written before the engine goes: none is lost on a normal shutdown.
             await run_in_threadpool(built.answer_log.close)
@@ -83,6 +91,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=lambda: settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(DatabaseWaitBudget, seconds=lambda: settings.database.request_timeout_seconds)
+    metrics_api.instrument_http(app)
+    # Outermost: every log line of a request, the access log's included, carries its id (X-Request-ID).
+    app.add_middleware(CorrelationIdMiddleware)
     for router in (
         health.router,
         collections.router,
@@ -94,6 +105,8 @@ def create_app(settings: Settings | None = None, components: Components | None =
         queries.router,
         feedback.router,
         models.router,
+        metrics_api.router,
+        web.router,
     ):
         app.include_router(router)
     return app

@@ -20,10 +20,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.config import WorkerSettings
 from app.db import documents as db_documents
 from app.db import jobs as db_jobs
 from app.db.statuses import DocumentStatus, JobKind
+from app.logs import job_context
 from app.rag.errors import DocumentParseError, DocumentTooLargeError
 from ingest.pipeline import DocumentGoneError, IngestPipeline, ProgressCallback
 
@@ -179,6 +181,11 @@ class Worker:
         return True
 
     def _run_claimed(self, job: _ClaimedJob, handler: JobHandler) -> None:
+        # Every line logged about the job from here on, the handler's included, carries job-<id>.
+        with job_context(job.id):
+            self._run_in_context(job, handler)
+
+    def _run_in_context(self, job: _ClaimedJob, handler: JobHandler) -> None:
         state = _JobState()
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job.id, state, beat_stop), daemon=True)
@@ -192,6 +199,7 @@ class Worker:
         try:
             outcome = handler(job.payload, progress)
         except JobFailedError as error:
+            metrics.observe_job_failed(job.kind, state.stage, "rejected", retried=False)
             self._finish_failed(job, str(error), retry=False)
         except JobSubjectGoneError as error:
             logger.info("job %s: %s", job.id, error)
@@ -199,7 +207,9 @@ class Worker:
             logger.warning("job %s: lease lost to another worker; abandoning", job.id)
         except Exception as error:
             logger.exception("job %s failed in stage %s", job.id, state.stage)
-            if job.attempts < self._settings.max_attempts:
+            retried = job.attempts < self._settings.max_attempts
+            metrics.observe_job_failed(job.kind, state.stage, type(error).__name__, retried=retried)
+            if retried:
                 delay = db_jobs.retry_delay_seconds(
                     failed_attempts=job.attempts,
                     base_seconds=self._settings.retry_base_seconds,
@@ -220,6 +230,7 @@ class Worker:
         else:
             state.timings.update(outcome.timings)
             self._finish_done(job, outcome, state)
+            metrics.observe_job_done(job.kind, outcome.timings)
         finally:
             beat_stop.set()
             beat.join()

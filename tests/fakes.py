@@ -60,6 +60,9 @@ class FakeChatModel:
     def warm_up(self) -> None:
         self.warmed_up = True
 
+    async def check(self) -> str | None:
+        return self.problem
+
     def __init__(
         self,
         *,
@@ -73,6 +76,7 @@ class FakeChatModel:
         self.refusals = (refusal_zh, refusal_en)
         self.cancelled = False
         self.adapters_loaded: dict[str, str] = {}
+        self.problem: str | None = None  # what check() reports: set it to make the backend look down
 
     def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.services import health as health_service
 
@@ -20,12 +19,13 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Requests can be served: start-up finished (indexes reconciled, the chat model prepared) and the
-    database answers. 503 names the parts that are not ready."""
+    """Requests can be served: start-up finished (indexes reconciled, the chat model prepared), the database
+    answers, the index holds every ready chunk and the chat model's backend answers. 503 names the parts that
+    are not ready."""
     if not getattr(request.app.state, "ready", False):
         checks = getattr(request.app.state, "startup_checks", None) or {"startup": "in progress"}
         return JSONResponse({"status": "starting", "checks": checks}, status_code=503)
-    report = await run_in_threadpool(health_service.readiness, request.app.state.components)
+    report = await health_service.readiness(request.app.state.components, request.app.state.index_check)
     body = {"status": "ready" if report.ready else "not_ready", "checks": report.checks}
     headers = {} if report.ready else {"Retry-After": str(report.retry_after)}
     return JSONResponse(body, status_code=200 if report.ready else 503, headers=headers)

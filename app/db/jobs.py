@@ -202,6 +202,16 @@ def unfinished_jobs(session: Session, *, kind: JobKind) -> list[Job]:
     )
 
 
+def unfinished_counts(session: Session) -> list[tuple[str, str, int]]:
+    """(kind, status, count) of the jobs queued or running, of every tenant: the queue's depth."""
+    rows = session.execute(
+        select(Job.kind, Job.status, func.count())
+        .where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
+        .group_by(Job.kind, Job.status)
+    )
+    return [(str(kind), str(status), int(count)) for kind, status, count in rows]
+
+
 def get_job(session: Session, *, tenant_id: int, job_id: int) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
 

@@ -69,6 +69,11 @@ class ChatModel(Protocol):
         prepares and loads its weights; a remote one has nothing to do."""
         ...
 
+    async def check(self) -> str | None:
+        """Can the model answer now? None when it can, else what is wrong in a few words (``/readyz``): a local
+        model is loaded; a remote server answers and serves the model."""
+        ...
+
     def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
         """(in, out) features of the base model's projections when its architecture is known here (a local
         model's config.json), so that an adapter made for another model is refused before loading."""

@@ -243,6 +243,9 @@ class LocalChatModel:
     def default_model(self) -> str:
         return self._name
 
+    async def check(self) -> str | None:
+        return None if self._model is not None else "the local model is not loaded"
+
     def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
         try:
             config = json.loads((self._model_dir / "config.json").read_text(encoding="utf-8"))

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # When a server can neither count tokens nor report its window, these keep packing on the safe side.
 FALLBACK_CONTEXT_WINDOW = 4096
 FALLBACK_CHARS_PER_TOKEN = 1.5
+# Seconds /readyz waits for the model server to list its models.
+_CHECK_SECONDS = 3.0
 
 
 def _wire(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -119,6 +121,17 @@ class OpenAIChatModel:
 
     def warm_up(self) -> None:
         """Nothing to load here: the server holds the model (whether it answers is its own readiness)."""
+
+    async def check(self) -> str | None:
+        # The client's own request (with its key), but short and once: a probe must answer within seconds.
+        quick = self._client.with_options(timeout=_CHECK_SECONDS, max_retries=0)
+        try:
+            served = {entry.id for entry in (await quick.models.list()).data}
+        except Exception as error:
+            return f"{translate_upstream_error(error)} ({self._root}, listing its models)"
+        if self._default_model not in served:
+            return f"the model server does not serve {self._default_model} (it serves {', '.join(sorted(served))})"
+        return None
 
     def base_projection_shapes(self) -> dict[str, tuple[int, int]] | None:
         return None  # the server checks an adapter's shapes when it loads it

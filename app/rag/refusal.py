@@ -18,6 +18,11 @@ class RefusalReason(enum.StrEnum):
     MODEL_REFUSED = "model_refused"  # the model gave the refusal, or nothing
     UNSUPPORTED = "unsupported"  # the citation check does not find the answer in the evidence
 
+    @property
+    def before_generation(self) -> bool:
+        """Decided before the model is called: it was not asked."""
+        return self in (RefusalReason.NO_PASSAGES, RefusalReason.NO_ROOM, RefusalReason.UNMENTIONED_NAME)
+
 
 @dataclass(frozen=True)
 class RefusalPolicy:

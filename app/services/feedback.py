@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from app import metrics
 from app.components import Components
 from app.db import documents as db_documents
 from app.db import feedback as db_feedback
@@ -125,6 +126,7 @@ def submit_feedback(
         )
         db_feedback.bump_feedback_version(session, collection_id=row.collection_id)
         session.commit()
+        metrics.FEEDBACK.labels(rating, "yes" if correction is not None else "no").inc()
         return _info(row, record.collection)
 
 
@@ -196,6 +198,7 @@ def approve_feedback(components: Components, *, tenant_id: int, feedback_id: int
             row.approved_at = utcnow()
             db_feedback.bump_feedback_version(session, collection_id=row.collection_id)
             session.commit()
+            metrics.FEEDBACK_REVIEWS.labels("approved").inc()
         return _info(row, _collection_names(components, tenant_id).get(row.collection_id or 0))
 
 
@@ -210,6 +213,7 @@ def withdraw_feedback(components: Components, *, tenant_id: int, feedback_id: in
         row.withdrawn_at = utcnow()
         db_feedback.bump_feedback_version(session, collection_id=row.collection_id)
         session.commit()
+    metrics.FEEDBACK_REVIEWS.labels("withdrawn").inc()
 
 
 def _messages(record: QueryRecord) -> list[dict[str, str]]:

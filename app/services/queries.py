@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import metrics
 from app.config import AnswerRecordSettings
 from app.db import answers as db_answers
 from app.db.models import utcnow
@@ -158,6 +159,8 @@ class AnswerLog:
 
     def record(self, context: AnswerContext, answer: Answer) -> None:
         """Keep an answer; never raises: a record that cannot be written is logged, the answer still goes out."""
+        # Every answer passes here, whatever the endpoint and however it ended: the one place to count them.
+        metrics.observe_answer(context.endpoint, answer)
         row = record_row(context, answer, created_at=self._clock())
         if self._thread is None:
             self._write_now(row)  # no writer running (the command line): write now

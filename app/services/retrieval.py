@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app import metrics
 from app.components import Components
 from app.db import documents as db_documents
 from app.rag.errors import InvalidInputError, NotFoundError
@@ -103,12 +104,13 @@ def retrieve(
     config = components.settings.retrieval
     top_k = check_top_k(components, top_k, default=config.default_top_k)
     ref = resolve_collection(components, tenant_id=tenant_id, name=collection)
-    return search_collection(
-        components,
-        tenant_id=tenant_id,
-        collection=ref,
-        query=query,
-        top_k=top_k,
-        mode=mode,
-        diversify=config.diversify if diversify is None else diversify,
-    )
+    with metrics.RETRIEVAL_SECONDS.labels("retrieve").time():
+        return search_collection(
+            components,
+            tenant_id=tenant_id,
+            collection=ref,
+            query=query,
+            top_k=top_k,
+            mode=mode,
+            diversify=config.diversify if diversify is None else diversify,
+        )

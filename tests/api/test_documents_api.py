@@ -153,7 +153,7 @@ def wait_ready(client: TestClient | httpx.Client, timeout: float = 20.0) -> dict
 
 def test_health_and_readiness(client: TestClient, services: Components) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert wait_ready(client) == {"status": "ready", "checks": {"database": "ok"}}
+    assert wait_ready(client) == {"status": "ready", "checks": {"database": "ok", "index": "ok", "chat_model": "ok"}}
     assert services.llm.warmed_up  # type: ignore[attr-defined]
 
 

@@ -125,3 +125,12 @@ def test_closing_a_stream_early_closes_the_upstream_request(upstream: tuple[str,
 
     asyncio.run(run())
     assert state.streams_closed_early == before + 1
+
+
+def test_readiness_check_names_what_is_wrong_with_the_model_server(upstream: tuple[str, UpstreamState]) -> None:
+    url, _ = upstream
+    assert asyncio.run(_model(url).check()) is None
+    not_served = asyncio.run(_model(url, default_model="qwen-7b").check())
+    assert not_served is not None and "does not serve qwen-7b" in not_served and "ok" in not_served
+    unreachable = asyncio.run(_model("http://127.0.0.1:9/v1").check())
+    assert unreachable is not None and "cannot be reached" in unreachable and "127.0.0.1:9" in unreachable

@@ -1,0 +1,1 @@
+"""The web page: static HTML, CSS and JavaScript served at ``/`` with no build step."""
