@@ -8,9 +8,10 @@ INFO names things (ids, counts, stages, file types), never a document's text, a 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Literal
 
 from asgi_correlation_id import CorrelationIdFilter, correlation_id
@@ -18,6 +19,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 LogFormat = Literal["json", "text"]
+# The settings' own variables (app.config), read by child processes that have no settings object.
+_LEVEL_VARIABLE, _FORMAT_VARIABLE = "WENDA_LOG_LEVEL", "WENDA_LOG_FORMAT"
 
 # Libraries that narrate at INFO: faiss lists every CPU build it could not load, alembic every plug-in and its
 # dialect, httpx (and the copy the openai client logs under) every request to the model server, a line per
@@ -59,6 +62,8 @@ def configure_logging(level: str, log_format: LogFormat, *, replace: bool = True
     root = logging.getLogger()
     if root.handlers and not replace:
         return
+    # Child processes that configure their own logging (the parser fork server) read the same choice.
+    os.environ[_LEVEL_VARIABLE], os.environ[_FORMAT_VARIABLE] = level, log_format
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(log_handler(log_format))
@@ -71,11 +76,29 @@ def configure_logging(level: str, log_format: LogFormat, *, replace: bool = True
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
+def configure_logging_from_environment() -> None:
+    """A child process's logging, as its parent configured its own (``configure_logging``)."""
+    log_format = os.environ.get(_FORMAT_VARIABLE, "json")
+    configure_logging(
+        os.environ.get(_LEVEL_VARIABLE, "INFO"), "text" if log_format == "text" else "json", replace=True
+    )
+
+
+def current_log_id() -> str | None:
+    """The request id of the lines logged here now (a request's, a job's), to hand to another process."""
+    return correlation_id.get()
+
+
 @contextmanager
-def job_context(job_id: int) -> Iterator[None]:
-    """Log lines written while a job runs, on this thread, carry ``job-<id>`` as their request id."""
-    token = correlation_id.set(f"job-{job_id}")
+def log_context(log_id: str | None) -> Iterator[None]:
+    """Lines logged in the block, on this thread, carry ``log_id`` as their request id."""
+    token = correlation_id.set(log_id)
     try:
         yield
     finally:
         correlation_id.reset(token)
+
+
+def job_context(job_id: int) -> AbstractContextManager[None]:
+    """Lines logged while a job runs, on this thread, carry ``job-<id>`` as their request id."""
+    return log_context(f"job-{job_id}")

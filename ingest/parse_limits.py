@@ -54,6 +54,7 @@ import traceback
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+from app.logs import configure_logging_from_environment, current_log_id, log_context
 from app.rag.errors import DocumentParseError
 from app.rag.types import FileType, Heading, ParsedDocument
 from ingest.page_progress import PageProgress
@@ -117,7 +118,11 @@ def parse_in_subprocess(
     # parse may use twice its wall time; receiving the file counts too, hence the extra second.
     cpu_seconds = 2 * math.ceil(timeout_seconds) + 1
     request = _ParseRequest(
-        file_type=file_type.value, size=len(data), memory_bytes=memory_bytes, cpu_seconds=cpu_seconds
+        file_type=file_type.value,
+        size=len(data),
+        memory_bytes=memory_bytes,
+        cpu_seconds=cpu_seconds,
+        log_id=current_log_id(),
     )
     with _fork_server.start_parse(request) as child:
         reply: bytes | None = None
@@ -159,6 +164,8 @@ class _ParseRequest:
     size: int
     memory_bytes: int
     cpu_seconds: int
+    # The caller's request id (a job's ``job-<id>``): the child's log lines carry it too.
+    log_id: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -171,6 +178,7 @@ class _ParseRequest:
             size=_typed(fields["size"], int),
             memory_bytes=_typed(fields["memory_bytes"], int),
             cpu_seconds=_typed(fields["cpu_seconds"], int),
+            log_id=_typed(fields["log_id"], str) if fields.get("log_id") is not None else None,
         )
 
 
@@ -513,6 +521,8 @@ def _serve(control_fd: int) -> None:
     """The fork server's life: fork a child for each request, reap it, report its exit status."""
     # Imported once here, so that every child starts with the parsers loaded.
     importlib.import_module("ingest.parsing")
+    # Its lines (and its children's) in the caller's format, on the caller's stderr.
+    configure_logging_from_environment()
     # A crashed parser's core file would hold the user's document, and could fill the disk; children inherit
     # this from their first instruction on.
     _lower_limit(resource.RLIMIT_CORE, 0, 0)
@@ -600,7 +610,8 @@ def _serve_request(control: socket.socket, status_fds: dict[int, int], own_fds: 
             # Others' status pipes above all: a child holding one would hide the end of the server from them.
             for fd in (*own_fds, *status_fds.values(), status_w):
                 os.close(fd)
-            exitcode = _parse_in_child(data_r, result_w, request)
+            with log_context(request.log_id):
+                exitcode = _parse_in_child(data_r, result_w, request)
         except BaseException:
             traceback.print_exc()
         finally:

@@ -9,6 +9,7 @@ processing while it runs, queued while it waits for a retry, ready or failed at 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -188,7 +189,10 @@ class Worker:
     def _run_in_context(self, job: _ClaimedJob, handler: JobHandler) -> None:
         state = _JobState()
         beat_stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(job.id, state, beat_stop), daemon=True)
+        # In this thread's context, so that the heartbeat's log lines carry the job's id too.
+        beat = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._heartbeat, job.id, state, beat_stop), daemon=True
+        )
         beat.start()
 
         def progress(stage: str, fraction: float) -> None:

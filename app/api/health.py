@@ -19,9 +19,9 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """Requests can be served: start-up finished (indexes reconciled, the chat model prepared), the database
-    answers, the index holds every ready chunk and the chat model's backend answers. 503 names the parts that
-    are not ready."""
+    """Whether requests can be served; 503 names the parts that are not."""
+    # Ready: start-up finished (indexes reconciled, the chat model prepared), the database answers, the index
+    # holds every ready chunk and the chat model's backend answers.
     if not getattr(request.app.state, "ready", False):
         checks = getattr(request.app.state, "startup_checks", None) or {"startup": "in progress"}
         return JSONResponse({"status": "starting", "checks": checks}, status_code=503)

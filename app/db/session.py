@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
+# A database error's message never quotes the statement's values: they are chunk text, questions, prompts and
+# answers, and such messages reach the log.
+HIDE_PARAMETERS = True
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while a worker process writes; foreign keys make deletes cascade;
     # the busy timeout turns writer contention between processes into waiting instead of errors.
@@ -39,7 +43,9 @@ def create_db_engine(url: str, settings: DatabaseSettings | None = None) -> tupl
         database = url.split("///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=HIDE_PARAMETERS
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine, None
     settings = settings or DatabaseSettings()
@@ -53,6 +59,7 @@ def create_db_engine(url: str, settings: DatabaseSettings | None = None) -> tupl
     }
     engine = create_engine(
         url,
+        hide_parameters=HIDE_PARAMETERS,
         connect_args=connect_args,
         pool_pre_ping=True,
         pool_size=settings.pool_size,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from app.components import build_components
 from app.config import Settings
@@ -121,9 +122,12 @@ def test_every_fallback_cause_and_the_circuit_breaker(settings: Settings, tmp_pa
             ("missing", "not_loaded"),
             ("unsure", "low_confidence"),
         ]:
+            labels = {"adapter": adapter, "cause": cause}
+            counted = REGISTRY.get_sample_value("wenda_model_fallbacks_total", labels) or 0.0
             route = _route(client, model=adapter)
             assert (route["reason"], route["cause"], route["adapter"]) == ("fallback", cause, adapter), route
             assert route["answered_by"] == "ok" and route["grounded"], route  # no request lost
+            assert REGISTRY.get_sample_value("wenda_model_fallbacks_total", labels) == counted + 1
         # An unsupported answer by the adapter: the base model gets the question too.
         unsupported = _route(client, model="good", collection="perm", question="粘滞位有什么作用？")
         assert (unsupported["reason"], unsupported["cause"]) == ("fallback", "unsupported")

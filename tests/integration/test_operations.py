@@ -140,6 +140,20 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
             assert _value(worker, "wenda_job_stage_duration_seconds_sum", kind="ingest", stage=stage) > 0
         assert _value(worker, "wenda_queue_depth", kind="ingest", status="queued") == 0
 
+        # A file that cannot be parsed: its job fails in the parse stage, counted as rejected; the parse
+        # child's own log lines carry the job's id.
+        broken = client.post("/v1/collections/ops/documents", files={"file": ("broken.pdf", b"%PDF-1.7\n%garbage")})
+        assert broken.status_code == 202, broken.text
+        broken_job_id = broken.json()["job_id"]
+        failed = _wait(
+            lambda: (j := client.get(f"/v1/jobs/{broken_job_id}").json())["status"] in ("done", "failed") and j,
+            "the worker fails the broken upload",
+        )
+        assert failed["status"] == "failed", failed
+        worker = _samples(httpx.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=10).text)
+        assert _value(worker, "wenda_jobs_total", kind="ingest", outcome="failed") == 1
+        assert _value(worker, "wenda_job_failures_total", kind="ingest", stage="parse", error="rejected") == 1
+
         answered = client.post("/v1/ask", json={"collection": "ops", "question": QUESTION}).json()
         assert answered["grounded"], answered
         refused = client.post("/v1/ask", json={"collection": "ops", "question": UNANSWERABLE}).json()
@@ -155,7 +169,11 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
         )
         assert corrected.status_code == 201
 
+        # A method no client should send counts as "other": requests cannot add series.
+        assert client.request("FOO1", "/nope").status_code in (404, 405)
         samples = _samples(client.get("/metrics").text)
+        assert _value(samples, "wenda_http_requests_total", handler="none", method="other", status="4xx") == 1
+        assert not [key for key in samples if ("method", "FOO1") in key[1]]
         assert _value(samples, "wenda_answers_total", endpoint="ask", status="answered") == 2
         assert _value(samples, "wenda_answers_total", endpoint="ask", status="refused") == 1
         assert _value(samples, "wenda_refusals_total", reason="unmentioned_name") == 1
@@ -166,12 +184,11 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
         assert _value(samples, "wenda_retrieval_duration_seconds_count", endpoint="retrieve") == 1
         assert _value(samples, "wenda_feedback_total", rating="up", correction="no") == 1
         assert _value(samples, "wenda_feedback_total", rating="down", correction="yes") == 1
-        assert _value(samples, "wenda_model_fallbacks_total", adapter="x", cause="error") == 0
         ask_route = {"handler": "/v1/ask", "method": "POST", "status": "2xx"}
         assert _value(samples, "wenda_http_request_duration_seconds_count", **ask_route) == 3
         assert _value(samples, "wenda_http_request_duration_seconds_sum", **ask_route) > 0
         upload_route = {"handler": "/v1/collections/{collection}/documents", "method": "POST", "status": "2xx"}
-        assert _value(samples, "wenda_http_requests_total", **upload_route) == 1
+        assert _value(samples, "wenda_http_requests_total", **upload_route) == 2  # the document and the broken file
         # Ingestion ran in the worker: the API process counts none of it.
         assert _value(samples, "wenda_jobs_total", kind="ingest", outcome="done") == 0
     finally:
@@ -193,6 +210,10 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
         line["request_id"] for line in asks
     )
     assert any(line["request_id"] == f"job-{job_id}" and "done" in line["message"] for line in worker_lines)
+    # The parse child's line about the broken file, in JSON, with the job's id.
+    assert any(
+        line["request_id"] == f"job-{broken_job_id}" and line["logger"] == "ingest.parsing" for line in worker_lines
+    ), [line for line in worker_lines if line["request_id"] == f"job-{broken_job_id}"]
 
     everything = api_log.read_text(encoding="utf-8") + worker_log.read_text(encoding="utf-8")
     at_info = [json.dumps(line, ensure_ascii=False) for line in api_lines + worker_lines if line["level"] == "INFO"]

@@ -1,6 +1,8 @@
 """The web page in a real browser (headless Chromium through Playwright) against a real `wenda serve` with
 the bundled model: upload by picker and by drop, follow the jobs, ask in Chinese with the answer streaming in,
-open a citation, rate, correct, delete; English labels, keyboard use and a phone-width screen.
+preview and open a citation, rate, correct (never withdrawing an approved correction), have the approved
+correction answer the question again with its own citation, delete; English labels, keyboard use and a
+phone-width screen.
 
 Screenshots go to $WENDA_TEST_ARTIFACTS, or test-artifacts/web/ at the repository root.
 """
@@ -45,7 +47,10 @@ TRAVEL_NAME = "travel.txt"
 TRAVEL = "差旅报销\n\n出差的交通费用凭发票在30天内报销。\n"
 QUESTION = "员工每年有多少天带薪年假？"
 ELF_HEADER = b"\x7fELF\x02\x01\x01" + bytes(57)  # an executable program: refused at upload
+DRAFT = "员工每年有15天带薪年假。"
 CORRECTION = "员工每年有15天带薪年假，须在当年12月31日前休完。"
+SUM_QUESTION = "3.5万加上12800是多少？"
+LATER_CORRECTION = "员工每年有15天带薪年假，须在当年12月31日前休完，不能顺延到下一年。"
 
 
 def artifacts_dir() -> Path:
@@ -239,6 +244,32 @@ DROP = """([name, text]) => {
 }"""
 
 
+def wait_for_saved_feedback(page: Page, after: int) -> int:
+    """The id of the row the page saved after row `after`, once the page has withdrawn what it replaces."""
+    page.wait_for_function(
+        """(after) => Number(document.getElementById("feedback").dataset.feedbackId || 0) > after
+          && !document.getElementById("correction-send").disabled""",
+        arg=after,
+    )
+    return int(page.get_attribute("#feedback", "data-feedback-id") or 0)
+
+
+def ask_in_page(page: Page, question: str, previous_query_id: str) -> str:
+    """Ask with the keyboard and wait for the checked answer; its query id."""
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    page.wait_for_function(
+        """(previous) => {
+          const answer = document.getElementById("answer");
+          return answer.dataset.queryId && answer.dataset.queryId !== previous
+            && ["grounded", "refused"].includes(answer.dataset.state);
+        }""",
+        arg=previous_query_id,
+        timeout=120_000,
+    )
+    return page.get_attribute("#answer", "data-query-id") or ""
+
+
 def test_upload_ask_cite_rate_correct_and_delete_in_chinese(
     server_url: str, browser: Browser, tmp_path: Path
 ) -> None:
@@ -302,11 +333,23 @@ def test_upload_ask_cite_rate_correct_and_delete_in_chinese(
             assert record["question"] == QUESTION and record["grounded"]
             assert BUNDLED_MODEL_NAME in page.inner_text("#answer-route")
 
-            # Open the citation with the keyboard, close it with Escape, then open it with a click.
+            # Pointing at a mark previews its citation without taking the focus; it goes with the pointer.
             mark = page.locator("#answer-text button.cite").first
-            mark.focus()
-            page.keyboard.press("Enter")
             popover = page.locator("#citation-popover")
+            mark.hover()
+            assert popover.is_visible()
+            assert popover.locator("[data-part=quote]").inner_text() in POLICY
+            assert popover.locator("[data-part=source]").inner_text() == POLICY_NAME
+            assert page.evaluate("document.activeElement.id") != "citation-popover"
+            page.mouse.move(0, 0)
+            popover.wait_for(state="hidden")
+
+            # Tabbing to it previews it too; Enter opens it (the focus moves in), Escape closes it and gives
+            # the focus back to the mark, Space opens it again.
+            mark.focus()
+            assert popover.is_visible() and "15" in popover.locator("[data-part=quote]").inner_text()
+            assert page.evaluate("document.activeElement.classList.contains('cite')")
+            page.keyboard.press("Enter")
             assert popover.is_visible()
             assert page.evaluate("document.activeElement.id") == "citation-popover"
             page.keyboard.press("Escape")
@@ -315,7 +358,12 @@ def test_upload_ask_cite_rate_correct_and_delete_in_chinese(
             page.keyboard.press(" ")
             assert popover.is_visible()
             page.keyboard.press("Escape")
+            assert popover.is_hidden()
+
+            # A click opens it to stay: the pointer leaving does not close it.
             mark.click()
+            page.mouse.move(0, 0)
+            page.wait_for_timeout(400)
             assert popover.is_visible()
             quote = popover.locator("[data-part=quote]").inner_text()
             assert quote and quote in POLICY
@@ -325,26 +373,105 @@ def test_upload_ask_cite_rate_correct_and_delete_in_chinese(
             position = popover.locator("[data-part=position]").inner_text()
             start, end = (int(n) for n in re.findall(r"\d+", position))
             assert POLICY[start:end] == quote, (position, quote)
+            document_mark_color = mark.evaluate("button => getComputedStyle(button).borderTopColor")
             page.screenshot(path=str(artifacts_dir() / "answer-zh-citation.png"), full_page=True)
             page.keyboard.press("Escape")
 
             # Thumbs up: stored as a rating of this answer.
             page.click("#rate-up")
-            page.wait_for_selector("#feedback-state:text('评价已保存')")
+            rating_id = wait_for_saved_feedback(page, 0)
+            assert "评价已保存" in page.inner_text("#feedback-state")
             assert page.get_attribute("#rate-up", "aria-pressed") == "true"
-            rating_id = int(page.get_attribute("#feedback", "data-feedback-id") or 0)
             rating = api.get(f"/v1/feedback/{rating_id}").json()
             assert (rating["query_id"], rating["rating"], rating["status"]) == (query_id, "up", "rating")
 
-            # A correction replaces that rating: one opinion per reader and answer, awaiting approval.
+            def feedback_row(feedback_id: int) -> tuple[str | None, str, str]:
+                row = api.get(f"/v1/feedback/{feedback_id}").json()
+                assert row["query_id"] == query_id
+                return row["correction"], row["rating"], row["status"]
+
+            # A correction carries that rating and replaces the rating-only row: awaiting approval.
+            page.fill("#correction", DRAFT)
+            page.click("#correction-send")
+            draft_id = wait_for_saved_feedback(page, rating_id)
+            assert "等待审核" in page.inner_text("#feedback-state")
+            assert feedback_row(draft_id) == (DRAFT, "up", "pending")
+            assert feedback_row(rating_id)[2] == "withdrawn"
+
+            # Edited and sent again while still pending: the new text replaces it.
             page.fill("#correction", CORRECTION)
             page.click("#correction-send")
-            page.wait_for_selector("#feedback-state:text('等待审核')")
-            correction_id = int(page.get_attribute("#feedback", "data-feedback-id") or 0)
-            correction = api.get(f"/v1/feedback/{correction_id}").json()
-            assert correction["correction"] == CORRECTION and correction["query_id"] == query_id
-            assert (correction["rating"], correction["status"]) == ("up", "pending")
-            assert api.get(f"/v1/feedback/{rating_id}").json()["status"] == "withdrawn"
+            correction_id = wait_for_saved_feedback(page, draft_id)
+            assert feedback_row(correction_id) == (CORRECTION, "up", "pending")
+            assert feedback_row(draft_id)[2] == "withdrawn"
+
+            # A reviewer approves it while the page still shows it waiting.
+            approved = api.post(f"/v1/feedback/{correction_id}/approve")
+            assert approved.status_code == 200 and approved.json()["status"] == "approved"
+
+            # The thumb changed now is a rating of its own: the approved correction stays in use.
+            page.click("#rate-down")
+            down_id = wait_for_saved_feedback(page, correction_id)
+            assert page.get_attribute("#rate-down", "aria-pressed") == "true"
+            assert feedback_row(down_id) == (None, "down", "rating")
+            assert feedback_row(correction_id)[2] == "approved"
+
+            # So does a correction edited now: the page finds it approved, keeps it and says so.
+            page.fill("#correction", LATER_CORRECTION)
+            page.click("#correction-send")
+            later_id = wait_for_saved_feedback(page, down_id)
+            assert feedback_row(later_id) == (LATER_CORRECTION, "down", "pending")
+            assert feedback_row(correction_id)[2] == "approved"
+            assert feedback_row(down_id)[2] == "withdrawn"  # its vote is the new correction's
+            assert f"#{correction_id}" in page.inner_text("#feedback-state")
+
+            # The same question again: the approved correction is the answer, no model is asked, and its
+            # mark is a correction's, previewed with the span of the correction it quotes.
+            corrected_query_id = ask_in_page(page, QUESTION, query_id)
+            assert page.get_attribute("#answer", "data-state") == "grounded", page.inner_text("#answer")
+            assert f"#{correction_id}" in page.inner_text("#answer-state")
+            assert page.inner_text("#answer-route") == "未调用模型。"
+            assert "15" in page.inner_text("#answer-text")
+            assert api.get(f"/v1/queries/{corrected_query_id}").json()["question"] == QUESTION
+            marks = page.locator("#answer-text button.cite")
+            correction_marks = page.locator("#answer-text button.cite-correction")
+            assert correction_marks.count() == marks.count() >= 1
+            correction_mark = correction_marks.first
+            assert correction_mark.inner_text().startswith("✎")
+            assert (
+                correction_mark.evaluate("button => getComputedStyle(button).borderTopColor")
+                != document_mark_color
+            )
+            correction_mark.hover()
+            assert popover.is_visible() and popover.get_attribute("data-kind") == "correction"
+            assert popover.locator("[data-part=kind]").inner_text() == "已审核的更正"
+            assert popover.locator("[data-part=source]").inner_text() == f"更正 #{correction_id}"
+            correction_quote = popover.locator("[data-part=quote]").inner_text()
+            assert correction_quote and correction_quote in CORRECTION and "15" in correction_quote
+            position = popover.locator("[data-part=position]").inner_text()
+            start, end = (int(n) for n in re.findall(r"\d+", position))
+            assert CORRECTION[start:end] == correction_quote, (position, correction_quote)
+            page.screenshot(path=str(artifacts_dir() / "answer-zh-correction.png"), full_page=True)
+            page.mouse.move(0, 0)
+            popover.wait_for(state="hidden")
+
+            # A sum no document holds: the calculator's fact, cited with a fact's mark and no position.
+            ask_in_page(page, SUM_QUESTION, corrected_query_id)
+            assert page.get_attribute("#answer", "data-state") == "grounded", page.inner_text("#answer")
+            assert "47800" in page.inner_text("#answer-text").replace(",", "")
+            fact_mark = page.locator("#answer-text button.cite-fact").first
+            assert fact_mark.inner_text().startswith("◆")
+            fact_mark.hover()
+            assert popover.get_attribute("data-kind") == "fact"
+            assert popover.locator("[data-part=kind]").inner_text() == "事实"
+            assert popover.locator("[data-part=quote]").inner_text() == "47800"
+            assert (
+                popover.locator("[data-part=source]").inner_text()
+                == "35000 + 12800 的计算结果（来自 calculator）"
+            )
+            assert popover.locator("[data-part=position]").is_hidden()
+            page.screenshot(path=str(artifacts_dir() / "answer-zh-fact.png"), full_page=True)
+            page.mouse.move(0, 0)
 
             # Delete the dropped document from the list.
             page.once("dialog", lambda dialog: dialog.accept())
@@ -360,7 +487,7 @@ def test_upload_ask_cite_rate_correct_and_delete_in_chinese(
             page.set_viewport_size({"width": 375, "height": 812})
             widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1], widths
-            mark.click()
+            fact_mark.click()
             sheet = popover.bounding_box()
             assert sheet and sheet["x"] >= 0 and sheet["x"] + sheet["width"] <= 375
             page.screenshot(path=str(artifacts_dir() / "phone-375-zh.png"))

@@ -37,7 +37,6 @@ function citationButton(number, citation) {
     "aria-label",
     t("citation.mark_label", { number, kind: t(`citation.kind.${citation.kind}`), source: citationSource(citation) }),
   );
-  button.title = citationSource(citation);
   const symbol = KIND_SYMBOL[citation.kind] || "";
   button.textContent = `${symbol}${number}`;
   return button;
@@ -86,10 +85,14 @@ export function citationPosition(citation) {
 }
 
 /*
- * One popover for all marks. It opens from a mark (a real button: Enter and Space work), takes the focus
- * so a screen reader reads it, and closes on Escape, on its close button or on a click elsewhere, giving
- * the focus back to the mark.
+ * One popover for all marks, shown two ways. Pointing at a mark or tabbing to it *previews* the citation
+ * (quote, source, position) without taking the focus, and the preview goes when the pointer or the focus
+ * leaves. Clicking a mark, or Enter or Space on it (a real button), *opens* it: the popover then takes the
+ * focus so a screen reader reads it, and stays until Escape, its close button or a click elsewhere, which
+ * give the focus back to the mark.
  */
+const PREVIEW_CLOSE_MS = 200; // time to cross the gap from a mark onto its preview
+
 export class CitationPopover {
   constructor(element) {
     this.element = element;
@@ -98,6 +101,9 @@ export class CitationPopover {
     this.source = element.querySelector("[data-part=source]");
     this.position = element.querySelector("[data-part=position]");
     this.opener = null;
+    this.pinned = false; // opened by click or key, not just previewed
+    this.returningFocus = false;
+    this.previewTimer = 0;
     element.querySelector("[data-part=close]").addEventListener("click", () => this.close());
     element.addEventListener("keydown", (event) => {
       if (event.key === "Escape") {
@@ -105,6 +111,10 @@ export class CitationPopover {
         this.close();
       }
     });
+    // A preview the pointer moves onto stays, so its text can be selected; one clicked into is open.
+    element.addEventListener("mouseenter", () => window.clearTimeout(this.previewTimer));
+    element.addEventListener("mouseleave", () => this.endPreview());
+    element.addEventListener("focusin", () => this.pin());
     document.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && !this.element.hidden) this.close();
     });
@@ -116,12 +126,39 @@ export class CitationPopover {
   }
 
   toggle(button, citation) {
-    if (!this.element.hidden && this.opener === button) this.close();
+    if (this.pinned && this.opener === button) this.close();
     else this.open(button, citation);
   }
 
   open(button, citation) {
-    if (this.opener) this.opener.setAttribute("aria-expanded", "false");
+    this.show(button, citation);
+    this.element.focus();
+  }
+
+  pin() {
+    if (this.element.hidden || !this.opener) return;
+    window.clearTimeout(this.previewTimer);
+    this.pinned = true;
+    this.opener.setAttribute("aria-expanded", "true");
+  }
+
+  /* Shown for a mark pointed at or focused; an opened popover is left as it is. */
+  preview(button, citation) {
+    window.clearTimeout(this.previewTimer);
+    if (this.pinned || this.returningFocus) return;
+    if (this.element.hidden || this.opener !== button) this.show(button, citation);
+  }
+
+  endPreview() {
+    if (this.pinned || this.element.hidden) return;
+    window.clearTimeout(this.previewTimer);
+    this.previewTimer = window.setTimeout(() => {
+      if (!this.pinned) this.close({ restoreFocus: false });
+    }, PREVIEW_CLOSE_MS);
+  }
+
+  show(button, citation) {
+    if (this.opener) this.unmark(this.opener);
     this.opener = button;
     this.element.dataset.kind = citation.kind;
     this.kind.textContent = t(`citation.kind.${citation.kind}`);
@@ -130,9 +167,13 @@ export class CitationPopover {
     this.position.textContent = citationPosition(citation);
     this.position.hidden = !this.position.textContent;
     this.element.hidden = false;
-    button.setAttribute("aria-expanded", "true");
+    button.classList.add("showing");
     this.place(button);
-    this.element.focus();
+  }
+
+  unmark(button) {
+    button.setAttribute("aria-expanded", "false");
+    button.classList.remove("showing");
   }
 
   place(button) {
@@ -145,13 +186,20 @@ export class CitationPopover {
   }
 
   close({ restoreFocus = true } = {}) {
+    window.clearTimeout(this.previewTimer);
     if (this.element.hidden) return;
     this.element.hidden = true;
     const opener = this.opener;
+    const wasPinned = this.pinned;
     this.opener = null;
-    if (opener) {
-      opener.setAttribute("aria-expanded", "false");
-      if (restoreFocus && opener.isConnected) opener.focus();
+    this.pinned = false;
+    if (!opener) return;
+    this.unmark(opener);
+    if (restoreFocus && wasPinned && opener.isConnected) {
+      // The mark getting the focus back must not preview again what was just closed.
+      this.returningFocus = true;
+      opener.focus();
+      this.returningFocus = false;
     }
   }
 }

@@ -110,5 +110,6 @@ export const api = {
   job: (jobId) => requestJson(`/v1/jobs/${jobId}`),
   models: () => requestJson("/v1/models"),
   giveFeedback: (payload) => requestJson("/v1/feedback", { method: "POST", json: payload }),
+  feedback: (feedbackId) => requestJson(`/v1/feedback/${feedbackId}`),
   withdrawFeedback: (feedbackId) => requestJson(`/v1/feedback/${feedbackId}`, { method: "DELETE" }),
 };

@@ -29,7 +29,7 @@ const state = {
   ask: null, // the question being answered: {text streamed so far, controller}
   stopped: null, // the text streamed before the reader stopped the answer
   answer: null, // the checked answer (the stream's done event)
-  feedback: null, // {queryId, liveId, rating, correction, status, error, busy}
+  feedback: null, // the reader's rating and correction of the answer: see saveOpinion
 };
 
 let popover;
@@ -445,7 +445,15 @@ async function ask(event) {
       }
     }
     if (!state.answer) throw new ApiError(t("error.stream_ended"));
-    state.feedback = { queryId: state.answer.query_id, liveId: null, rating: null, correction: null, status: null };
+    state.feedback = {
+      queryId: state.answer.query_id,
+      liveId: null, // the row saved last
+      ratingId: null, // this reader's rating-only row, if any
+      correctionId: null, // this reader's last correction, if any
+      rating: null,
+      status: null,
+      keptApproved: null, // an earlier correction found approved, so not replaced
+    };
   } catch (error) {
     if (error.name === "AbortError") state.stopped = state.ask.text;
     else showError("ask-error", error.message);
@@ -544,23 +552,28 @@ function renderAnswer() {
 /* ---- feedback ---- */
 
 /*
- * The reader's opinion of an answer is one feedback row: changing the rating or sending a correction stores
- * the whole opinion again and withdraws the row it replaces, so an answer never carries two votes from one
- * reader. A correction keeps the rating given, or counts as a thumbs-down when none was.
+ * What the page sends for the reader's opinion of an answer, and what it withdraws. A row that carries a
+ * correction is never withdrawn in passing: a reviewer may have approved it meanwhile, and it would silently
+ * stop answering and go back to waiting. So:
+ * - a thumb is a rating-only row; it replaces (withdraws) only this reader's earlier rating-only row for
+ *   this answer, never a correction;
+ * - a correction carries the rating given (a thumbs-down when none was), so it replaces the rating-only row;
+ *   an edited correction replaces the reader's previous one only if the server still says that one is
+ *   pending. An approved one stays in use and the new one waits for review beside it.
  */
-async function sendOpinion({ rating, correction }) {
+async function saveOpinion(payload, withdrawReplaced) {
   const feedback = state.feedback;
   if (!feedback || feedback.busy) return;
   feedback.busy = true;
   feedback.error = "";
+  feedback.keptApproved = null;
   renderFeedback();
   try {
-    const payload = { query_id: feedback.queryId, rating };
-    if (correction) payload.correction = correction;
-    const row = await api.giveFeedback(payload);
-    const replaced = feedback.liveId;
-    Object.assign(feedback, { liveId: row.id, rating: row.rating, correction: row.correction, status: row.status });
-    if (replaced !== null) await api.withdrawFeedback(replaced);
+    const row = await api.giveFeedback({ query_id: feedback.queryId, ...payload });
+    Object.assign(feedback, { liveId: row.id, rating: row.rating, status: row.status });
+    feedback.ratingId = row.correction === null ? row.id : null;
+    if (row.correction !== null) feedback.correctionId = row.id;
+    await withdrawReplaced(feedback);
     announce(feedbackStatusText(feedback));
   } catch (error) {
     feedback.error = error.message;
@@ -570,23 +583,39 @@ async function sendOpinion({ rating, correction }) {
   }
 }
 
+async function withdrawIfStillPending(feedback, feedbackId) {
+  // The server has no conditional withdrawal: reading the status just before is as close as the page gets.
+  const earlier = await api.feedback(feedbackId);
+  if (earlier.status === "pending") await api.withdrawFeedback(feedbackId);
+  else if (earlier.status === "approved") feedback.keptApproved = feedbackId;
+}
+
 function feedbackStatusText(feedback) {
   if (!feedback.status) return "";
-  return t(`feedback.saved.${feedback.status}`);
+  const saved = t(`feedback.saved.${feedback.status}`);
+  if (feedback.keptApproved === null) return saved;
+  return `${saved} ${t("feedback.kept_approved", { id: feedback.keptApproved })}`;
 }
 
 function rate(rating) {
   const feedback = state.feedback;
-  if (!feedback || feedback.rating === rating) return;
-  sendOpinion({ rating, correction: feedback.correction });
+  if (!feedback || feedback.busy || feedback.rating === rating) return;
+  const earlierRating = feedback.ratingId;
+  saveOpinion({ rating }, async () => {
+    if (earlierRating !== null) await api.withdrawFeedback(earlierRating);
+  });
 }
 
 function correct(event) {
   event.preventDefault();
   const feedback = state.feedback;
   const text = $("correction").value.trim();
-  if (!feedback || !text) return;
-  sendOpinion({ rating: feedback.rating || "down", correction: text });
+  if (!feedback || feedback.busy || !text) return;
+  const { ratingId: earlierRating, correctionId: earlierCorrection } = feedback;
+  saveOpinion({ rating: feedback.rating || "down", correction: text }, async (saved) => {
+    if (earlierRating !== null) await api.withdrawFeedback(earlierRating);
+    if (earlierCorrection !== null) await withdrawIfStillPending(saved, earlierCorrection);
+  });
 }
 
 function renderFeedback() {
@@ -628,6 +657,30 @@ function renderAll() {
   refreshModels();
 }
 
+function wireCitationMarks(text) {
+  const markOf = (event) => {
+    const button = event.target.closest?.("button.cite");
+    return button && state.answer ? [button, state.answer.citations[Number(button.dataset.citation)]] : [];
+  };
+  text.addEventListener("click", (event) => {
+    const [button, citation] = markOf(event);
+    if (button) popover.toggle(button, citation);
+  });
+  for (const type of ["mouseover", "focusin"]) {
+    text.addEventListener(type, (event) => {
+      const [button, citation] = markOf(event);
+      if (button) popover.preview(button, citation);
+    });
+  }
+  for (const type of ["mouseout", "focusout"]) {
+    text.addEventListener(type, (event) => {
+      const [button] = markOf(event);
+      // Moving within the mark is not leaving it.
+      if (button && !button.contains(event.relatedTarget)) popover.endPreview();
+    });
+  }
+}
+
 function wire() {
   popover = new CitationPopover($("citation-popover"));
   $("language").addEventListener("click", () => setLanguage(language() === "zh" ? "en" : "zh"));
@@ -638,11 +691,7 @@ function wire() {
   $("ask-form").addEventListener("submit", ask);
   $("question").addEventListener("keydown", askKeys);
   $("stop-button").addEventListener("click", stopAsking);
-  $("answer-text").addEventListener("click", (event) => {
-    const button = event.target.closest("button.cite");
-    if (!button || !state.answer) return;
-    popover.toggle(button, state.answer.citations[Number(button.dataset.citation)]);
-  });
+  wireCitationMarks($("answer-text"));
   $("rate-up").addEventListener("click", () => rate("up"));
   $("rate-down").addEventListener("click", () => rate("down"));
   $("correction-form").addEventListener("submit", correct);
