@@ -67,6 +67,14 @@ def _wait(check: Any, what: str, timeout: float = 120.0) -> Any:
         time.sleep(0.2)
 
 
+def _finished_job(client: httpx.Client, job_id: int) -> dict[str, Any]:
+    """The job once the worker has finished it, done or failed."""
+    return _wait(
+        lambda: (job := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("done", "failed") and job,
+        f"the worker finishes job {job_id}",
+    )
+
+
 @pytest.fixture
 def upstream_url() -> Iterator[str]:
     with running_upstream() as (url, _state):
@@ -126,10 +134,7 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
                 )
             )  # fmt: skip
         job_id = accepted.json()["job_id"]
-        job = _wait(
-            lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] in ("done", "failed") and j,
-            "the worker ingests the upload",
-        )
+        job = _finished_job(client, job_id)
         assert job["status"] == "done", job
 
         # The worker process exports its own series: the job and the duration of each of its stages.
@@ -145,10 +150,7 @@ def test_metrics_and_logs_of_an_api_and_a_worker_process(
         broken = client.post("/v1/collections/ops/documents", files={"file": ("broken.pdf", b"%PDF-1.7\n%garbage")})
         assert broken.status_code == 202, broken.text
         broken_job_id = broken.json()["job_id"]
-        failed = _wait(
-            lambda: (j := client.get(f"/v1/jobs/{broken_job_id}").json())["status"] in ("done", "failed") and j,
-            "the worker fails the broken upload",
-        )
+        failed = _finished_job(client, broken_job_id)
         assert failed["status"] == "failed", failed
         worker = _samples(httpx.get(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=10).text)
         assert _value(worker, "wenda_jobs_total", kind="ingest", outcome="failed") == 1
